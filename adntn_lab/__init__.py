@@ -1,0 +1,38 @@
+"""adntn_lab: nonlinear tensor-network generators for compressing neural-network layers.
+
+>>> import adntn_lab as al
+>>> gen = al.build("ttn", in_features=256, out_features=256, bond_dim=4, activation="relu")
+>>> W = gen.weight()              # numpy array of shape (256, 256)
+>>> report = gen.cost(batch_size=64)
+"""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .cost import CostReport
+from .execute import MemoryLimitError, Program
+from .generator import Generator, Stage, build, default_init_std
+from .plan import plan_cache_info, set_plan_cache
+from .tensorize import Tensorization, qubit_tensorization, tensorize
+from .topologies import FAMILIES
+from .topologies.custom import from_graph
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "CostReport",
+    "FAMILIES",
+    "Generator",
+    "MemoryLimitError",
+    "Program",
+    "Stage",
+    "Tensorization",
+    "build",
+    "default_init_std",
+    "from_graph",
+    "get_activation",
+    "plan_cache_info",
+    "qubit_tensorization",
+    "set_plan_cache",
+    "tensorize",
+]

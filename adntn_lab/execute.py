@@ -1,0 +1,274 @@
+"""Executing a plan: stage by stage, group by group, on numpy, torch or CuPy arrays.
+
+The :class:`Program` is compiled once per structure (its groups and cotengra trees come from
+:mod:`adntn_lab.plan`) and then runs on whatever arrays it is given: numpy for reference and
+inspection, torch for training (autograd flows through every contraction), CuPy on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import autoray as ar
+
+from .activations import Activation
+from .plan import GroupPlan, Plan, contraction_tree
+from .tensorize import Tensorization
+
+__all__ = ["Program", "Capture", "MemoryLimitError"]
+
+class MemoryLimitError(ValueError):
+    """A plan needs more memory than allowed and slicing cannot bring it under the limit."""
+
+
+@dataclass
+class Capture:
+    """One pairwise contraction step, as executed.
+
+    Attributes
+    ----------
+    stage, group, step : int
+        Where the step happened; ``step`` counts within its group.
+    left, right : str
+        Labels of the two inputs (core names, front keys ``X{s}.{g}`` or ``#k`` for the
+        intermediate of step ``k`` of the same group).
+    label : str
+        Label of the result.
+    shape : tuple of int
+    array : array
+        The intermediate itself (same backend as the inputs).
+    """
+
+    stage: int
+    group: int
+    step: int
+    left: str
+    right: str
+    label: str
+    shape: tuple
+    array: object
+
+
+class Program:
+    """Compiled execution of a generator's stages.
+
+    Parameters
+    ----------
+    plan : Plan
+    tensorization : Tensorization
+    activations : list of Activation, one per stage
+    optimize : str or cotengra optimizer
+        Contraction-path optimiser for every group.
+    """
+
+    def __init__(self, plan: Plan, tensorization: Tensorization, activations: list[Activation],
+                 optimize="auto"):
+        self.plan = plan
+        self.tz = tensorization
+        self.activations = list(activations)
+        self.optimize = optimize
+        self.size_dict = plan.size_dict
+        self._trees = [g.tree(self.size_dict, optimize) for g in plan.groups]
+        self._sliced: dict = {}
+        self._fused: dict = {}
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def groups(self) -> list[GroupPlan]:
+        return self.plan.groups
+
+    def trees(self, memory_limit=None, itemsize=8):
+        """The contraction tree of each group, sliced where needed to fit ``memory_limit``."""
+        if memory_limit is None:
+            return self._trees
+        key = (memory_limit, itemsize)
+        if key not in self._sliced:
+            self._sliced[key] = [self._slice(g, t, memory_limit, itemsize)
+                                 for g, t in zip(self.groups, self._trees)]
+        return self._sliced[key]
+
+    def _slice(self, group, tree, memory_limit, itemsize):
+        limit = int(memory_limit) // itemsize
+        out_size = math.prod(self.size_dict[ix] for ix in group.output)
+        in_size = sum(math.prod(self.size_dict[ix] for ix in inds) for inds in group.inputs)
+        peak = tree.peak_size()
+        if peak <= limit:
+            return tree
+        if out_size + in_size > limit:
+            raise MemoryLimitError(
+                f"stage {group.stage} group {group.group} needs at least "
+                f"{(out_size + in_size) * itemsize:,} bytes (its inputs and its output of "
+                f"{out_size:,} elements), but memory_limit allows {int(memory_limit):,} bytes; "
+                "raise memory_limit or choose a smaller bond dimension"
+            )
+        target = max(1, limit - out_size - in_size)
+        sliced = tree.slice(target_size=target, allow_outer=False)
+        if sliced.max_size() > target:
+            raise MemoryLimitError(
+                f"stage {group.stage} group {group.group} needs {peak * itemsize:,} bytes and "
+                f"slicing brings its largest intermediate only down to "
+                f"{sliced.max_size() * itemsize:,} bytes, over the memory_limit of "
+                f"{int(memory_limit):,} bytes; raise memory_limit or choose a smaller bond "
+                "dimension"
+            )
+        return sliced
+
+    # ------------------------------------------------------------------ execution
+    def run(self, arrays: dict, *, capture: bool = False, hook=None, memory_limit=None,
+            physical: bool = False):
+        """Generate the weight.
+
+        Parameters
+        ----------
+        arrays : dict of str -> array
+            One array per core, all from the same backend.
+        capture : bool
+            Also return every pairwise intermediate as a list of :class:`Capture`.
+        hook : callable, optional
+            ``hook(group, pre_activation) -> array`` may inspect or rescale a group's result
+            before its activation (used for scale calibration).
+        memory_limit : int, optional
+            Bytes; groups whose peak exceeds it run sliced.
+        physical : bool
+            Return the physical tensor (site order, shape ``site_dims``) instead of ``W``.
+
+        Returns
+        -------
+        W : array, shape (out_features, in_features)
+            Or ``(W, captures)`` with ``capture=True``.
+        """
+        itemsize = _itemsize(next(iter(arrays.values())))
+        trees = self.trees(memory_limit, itemsize)
+        front: dict = {}
+        captures: list[Capture] = []
+        for group, tree in zip(self.groups, trees):
+            ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
+            if capture:
+                out = self._contract_stepwise(group, tree, ops, captures)
+            else:
+                out = _contract(tree, ops, group)
+            if hook is not None:
+                out = hook(group, out)
+            front[group.key] = self.activations[group.stage](out)
+        wp = front.pop(self.plan.final_key)
+        wp = _transpose_to(wp, self.plan.final_inds, self.tz.physical_inds)
+        result = wp if physical else self.tz.to_matrix(wp)
+        return (result, captures) if capture else result
+
+    def _contract_stepwise(self, group, tree, ops, captures):
+        if len(ops) == 1:
+            return _transpose_to(ops[0], group.inputs[0], group.output)
+        values = {tree.input_to_node(i): op for i, op in enumerate(ops)}
+        labels = {tree.input_to_node(i): name for i, name in enumerate(group.operands)}
+        node = None
+        for step, (node, left, right) in enumerate(tree.traverse()):
+            eq = tree.get_einsum_eq(node)
+            arr = ar.do("einsum", eq, values.pop(left), values.pop(right))
+            values[node] = arr
+            labels[node] = f"#{step}"
+            captures.append(Capture(group.stage, group.group, step, labels[left], labels[right],
+                                    f"#{step}", tuple(arr.shape), arr))
+        out = values[node]
+        # the root's index order is the tree's output order, which equals group.output
+        return out
+
+    def fused(self, arrays: dict, x, *, memory_limit=None):
+        """Apply the generated weight to a batch without forming ``W``.
+
+        The input batch is contracted into the final stage, which must be linear (identity
+        activation): ``y = x @ W.T`` with ``x`` of shape (B, in_features).
+
+        Returns
+        -------
+        y : array, shape (B, out_features)
+        """
+        if not self.activations[-1].is_identity:
+            raise ValueError(
+                "the fused schedule needs a linear last stage, but this generator's last "
+                f"activation is {self.activations[-1].name!r}; use schedule='materialize'"
+            )
+        batch = x.shape[0]
+        itemsize = _itemsize(x)
+        trees = self.trees(memory_limit, itemsize)
+        front: dict = {}
+        for group, tree in zip(self.groups[:-1], trees[:-1]):
+            ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
+            front[group.key] = self.activations[group.stage](_contract(tree, ops, group))
+        last = self.groups[-1]
+        fg = self.fused_group(batch)
+        ops = [arrays[k] if k in arrays else front.pop(k) for k in last.operands]
+        ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, fg.shapes)]
+        xp = _pad_columns(x, self.tz.padded_in)
+        xp = ar.do("reshape", xp, fg.x_shape)
+        y = fg.tree.contract([*ops, xp])
+        y = ar.do("reshape", y, (batch, self.tz.padded_out))
+        return y[:, : self.tz.out_features]
+
+    def fused_group(self, batch: int):
+        """The final group's contraction with the input batch attached (cached per batch)."""
+        if batch not in self._fused:
+            self._fused[batch] = _FusedGroup(self.groups[-1], self.tz, self.size_dict, batch,
+                                             self.optimize)
+        return self._fused[batch]
+
+
+class _FusedGroup:
+    """Final group with physical legs split into (o_k, i_k) and the batch attached."""
+
+    def __init__(self, group: GroupPlan, tz: Tensorization, size_dict, batch, optimize):
+        split = {}
+        sizes = dict(size_dict)
+        for k, (o, i) in enumerate(zip(tz.out_modes, tz.in_modes)):
+            legs = []
+            if o > 1:
+                legs.append((f"o{k}", o))
+            if i > 1:
+                legs.append((f"i{k}", i))
+            split[f"p{k}"] = legs
+            sizes.update(legs)
+        sizes["batch"] = batch
+        self.inputs, self.shapes = [], []
+        for inds in group.inputs:
+            new = [leg for ix in inds for leg in (split[ix] if ix in split else [(ix, sizes[ix])])]
+            self.inputs.append(tuple(n for n, _ in new))
+            self.shapes.append(tuple(d for _, d in new))
+        x_legs = [(f"i{k}", i) for k, i in enumerate(tz.in_modes) if i > 1]
+        self.x_inds = ("batch", *(n for n, _ in x_legs))
+        self.x_shape = (batch, *(d for _, d in x_legs))
+        self.output = ("batch", *(f"o{k}" for k, o in enumerate(tz.out_modes) if o > 1))
+        self.size_dict = sizes
+        self.tree = contraction_tree([*self.inputs, self.x_inds], self.output, sizes, optimize)
+
+
+def _contract(tree, ops, group):
+    if len(ops) == 1:
+        return _transpose_to(ops[0], group.inputs[0], group.output)
+    return tree.contract(ops)
+
+
+def _transpose_to(arr, have, want):
+    have, want = tuple(have), tuple(want)
+    if have == want:
+        return arr
+    return ar.do("transpose", arr, tuple(have.index(ix) for ix in want))
+
+
+def _pad_columns(x, width):
+    cols = x.shape[1]
+    if cols == width:
+        return x
+    if ar.infer_backend(x) == "torch":
+        import torch.nn.functional as F
+
+        return F.pad(x, (0, width - cols))
+    xp = ar.do("zeros", (x.shape[0], width), like=x, dtype=x.dtype)
+    xp[:, :cols] = x
+    return xp
+
+
+def _itemsize(arr) -> int:
+    size = getattr(arr, "itemsize", None)
+    if size is None:
+        size = arr.element_size()
+    return int(size)

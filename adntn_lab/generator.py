@@ -1,0 +1,334 @@
+"""The :class:`Generator`: a staged tensor network that produces a weight matrix."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import topologies as topo
+from .activations import Activation, resolve_stage_activations
+from .execute import Program
+from .plan import plan_structure
+from .tensorize import Tensorization, qubit_tensorization, tensorize
+from .topologies import Blueprint, CoreSpec
+
+__all__ = ["Generator", "Stage", "build", "default_init_std"]
+
+BACKENDS = ("numpy", "torch", "cupy")
+
+
+def default_init_std(in_features: int) -> float:
+    """Standard deviation of PyTorch's default init for a layer with ``in_features`` inputs.
+
+    ``kaiming_uniform_(a=sqrt(5))`` draws from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+    return 1.0 / math.sqrt(3.0 * in_features)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its cores and the activation applied to each of its groups."""
+
+    index: int
+    cores: tuple[str, ...]
+    activation: Activation
+
+    @property
+    def tag(self) -> str:
+        return f"STAGE{self.index}"
+
+
+class Generator:
+    """A differentiable tensor-network generator of a weight matrix ``W`` (out, in).
+
+    Build one with :func:`build` or :func:`adntn_lab.from_graph`.
+
+    Parameters
+    ----------
+    blueprint : Blueprint
+        Cores, bonds, stages and constants of the network.
+    activation : str, callable, None or sequence
+        One activation for the family's nonlinear stages, or one per stage.
+    seed : int
+        Seed of the random initial cores.
+    optimize : str or cotengra optimizer
+        Contraction-path optimiser for the stage groups.
+    calibrate : bool
+        Rescale the initial cores so that each group's pre-activation has unit RMS and ``W``
+        has the standard deviation of PyTorch's default init for the dense layer.
+    """
+
+    def __init__(self, blueprint: Blueprint, activation=None, *, seed: int = 0,
+                 optimize="auto", calibrate: bool = True):
+        self.blueprint = blueprint
+        self.family = blueprint.family
+        self.tensorization: Tensorization = blueprint.tensorization
+        self.options = dict(blueprint.options)
+        self.cores: dict[str, CoreSpec] = {c.name: c for c in blueprint.cores}
+        self.num_stages = blueprint.num_stages
+        self.activations = resolve_stage_activations(
+            activation, self.num_stages, blueprint.activated, self.family
+        )
+        self.seed = seed
+        size_dict = {ix: d for c in blueprint.cores for ix, d in zip(c.inds, c.shape)}
+        plan = plan_structure(blueprint.cores, size_dict, self.num_stages,
+                              self.tensorization.physical_inds)
+        self.program = Program(plan, self.tensorization, self.activations, optimize)
+        self.params: dict[str, np.ndarray] = self._initial_params(seed)
+        if calibrate:
+            self.calibrate()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def in_features(self) -> int:
+        return self.tensorization.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.tensorization.out_features
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.out_features, self.in_features)
+
+    @property
+    def trainable_names(self) -> list[str]:
+        return [n for n, c in self.cores.items() if not c.constant]
+
+    @property
+    def constant_names(self) -> list[str]:
+        return [n for n, c in self.cores.items() if c.constant]
+
+    @property
+    def num_params(self) -> int:
+        """Number of trainable scalars."""
+        return sum(self.cores[n].size for n in self.trainable_names)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Dense parameters ``O * I`` over the generator's parameters."""
+        return self.out_features * self.in_features / self.num_params
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [
+            Stage(s, tuple(n for n, c in self.cores.items() if c.stage == s), self.activations[s])
+            for s in range(self.num_stages)
+        ]
+
+    @property
+    def size_dict(self) -> dict[str, int]:
+        return self.program.size_dict
+
+    @property
+    def tn(self):
+        """The cores as a ``quimb.tensor.TensorNetwork`` (tags: name, ``STAGE{s}``, kind,
+        ``CONST`` on constants)."""
+        import quimb.tensor as qtn
+
+        tensors = []
+        for name, c in self.cores.items():
+            tags = {name, f"STAGE{c.stage}", c.kind.upper()}
+            if c.constant:
+                tags.add("CONST")
+            tensors.append(qtn.Tensor(np.array(self.params[name]), inds=c.inds, tags=tags))
+        return qtn.TensorNetwork(tensors)
+
+    def __repr__(self) -> str:
+        o, i = self.shape
+        acts = ",".join(a.name for a in self.activations)
+        return (f"Generator({self.family}, {o}x{i}, sites={self.tensorization.site_dims}, "
+                f"stages={self.num_stages} [{acts}], params={self.num_params:,}, "
+                f"compression={self.compression_ratio:,.1f}x)")
+
+    # ------------------------------------------------------------------ values
+    def _initial_params(self, seed) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        params = {}
+        for name, c in self.cores.items():
+            if c.constant:
+                params[name] = np.array(self.blueprint.constants[name], dtype=np.float64)
+            else:
+                params[name] = rng.standard_normal(c.shape) / math.sqrt(c.fan_in)
+        return params
+
+    def calibrate(self, target_std: float | None = None) -> None:
+        """Rescale the cores in place: unit RMS before every activation, and ``W.std()`` equal
+        to ``target_std`` (PyTorch's default-init std for the dense layer by default)."""
+        target = default_init_std(self.in_features) if target_std is None else target_std
+        params = self.params
+        final_key = self.program.plan.final_key
+
+        def trainable(group):
+            return [n for n in group.stage_cores if not self.cores[n].constant]
+
+        def hook(group, out):
+            names = trainable(group)
+            if not names or group.key == final_key:
+                return out
+            rms = float(np.sqrt(np.mean(np.square(out))))
+            if not np.isfinite(rms) or rms == 0.0:
+                return out
+            factor = rms ** (-1.0 / len(names))
+            for n in names:
+                params[n] = params[n] * factor
+            return out / rms
+
+        self.program.run(params, hook=hook)
+        names = trainable(self.program.groups[-1])
+        if not names:
+            return
+        for _ in range(4):  # one pass is exact when the last activation is homogeneous
+            std = float(np.std(self.program.run(params)))
+            if not np.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-6:
+                break
+            factor = (target / std) ** (1.0 / len(names))
+            for n in names:
+                params[n] = params[n] * factor
+
+    def weight(self, backend: str = "numpy", params: dict | None = None, *, device=None,
+               dtype=None, memory_limit=None):
+        """Generate ``W`` of shape (out_features, in_features).
+
+        Parameters
+        ----------
+        backend : {"numpy", "torch", "cupy"}
+            Array library to run the contraction with.
+        params : dict, optional
+            Arrays to use instead of the stored numpy values (e.g. torch Parameters).
+        device : str or torch.device, optional
+            For ``backend="torch"``.
+        dtype : optional
+            Array dtype; float64 for numpy by default, float32 for torch.
+        memory_limit : int, optional
+            Bytes; groups over it run sliced (see :meth:`cost`).
+        """
+        from .backends import to_backend
+
+        arrays = params if params is not None else to_backend(self.params, backend,
+                                                             device=device, dtype=dtype)
+        return self.program.run(arrays, memory_limit=memory_limit)
+
+    def physical_tensor(self):
+        """The generated tensor with one axis per physical leg (numpy, before cropping)."""
+        return self.program.run(self.params, physical=True)
+
+    def cost(self, batch_size: int | None = None, schedule: str = "auto", *,
+             memory_limit: int | None = None, dtype: str = "float32"):
+        """Cost report of generating ``W`` (and applying it to a batch).
+
+        See :class:`adntn_lab.cost.CostReport`.
+        """
+        from .cost import cost_report
+
+        return cost_report(self, batch_size=batch_size, schedule=schedule,
+                           memory_limit=memory_limit, dtype=dtype)
+
+    def draw(self, ax=None, **kwargs):
+        """Matplotlib figure of the network: stages coloured, physical legs labelled."""
+        from .draw import draw_generator
+
+        return draw_generator(self, ax=ax, **kwargs)
+
+    def to_dict(self, include_params: bool = False) -> dict:
+        """JSON-able description (format ``adntn-graph/1``) that :func:`from_graph` reads."""
+        from .topologies.custom import generator_to_dict
+
+        return generator_to_dict(self, include_params=include_params)
+
+    def layout(self) -> dict[str, tuple[float, float]]:
+        """Drawing positions of the cores (x right, y up)."""
+        from .draw import layout
+
+        return layout(self)
+
+
+# ---------------------------------------------------------------------- build
+_FAMILY_OPTIONS = {
+    "ttn": {"lateral"},
+    "attn": {"lateral"},
+    "mera": {"lateral"},
+    "brickwall": {"depth", "pattern"},
+    "mpo": {"n_cores"},
+    "lowrank": {"rank"},
+}
+
+
+def _tensorization(family, out_features, in_features, n_sites, out_modes, in_modes):
+    if family == "brickwall":
+        if out_modes is not None or in_modes is not None or n_sites is not None:
+            raise ValueError("brickwall chooses its own qubit legs; leave out_modes, in_modes "
+                             "and n_sites unset")
+        return qubit_tensorization(out_features, in_features)
+    if family == "lowrank":
+        if out_modes is not None or in_modes is not None or n_sites is not None:
+            raise ValueError("lowrank has no modes; leave out_modes, in_modes and n_sites unset")
+        tz = tensorize(out_features, in_features, n_sites=1)
+        return Tensorization(tz.out_features, tz.in_features, (tz.out_features, 1),
+                             (1, tz.in_features))
+    if family == "mera" and n_sites is None and out_modes is None and in_modes is None:
+        guess = math.log2(max(out_features, 1) * max(in_features, 1)) / 2.0
+        n_sites = max(4, 1 << max(2, round(math.log2(max(guess, 1.0)))))
+    leg = 4.0 if family == "attn" else 16.0
+    return tensorize(out_features, in_features, n_sites=n_sites, out_modes=out_modes,
+                     in_modes=in_modes, leg_dim=leg)
+
+
+def build(family: str, in_features: int, out_features: int, *, bond_dim: int = 4,
+          activation=None, in_modes=None, out_modes=None, n_sites=None, seed: int = 0,
+          optimize="auto", calibrate: bool = True, **options) -> Generator:
+    """Build a generator of a weight of shape ``(out_features, in_features)``.
+
+    Parameters
+    ----------
+    family : {"ttn", "attn", "mera", "brickwall", "mpo", "lowrank"}
+    in_features, out_features : int
+    bond_dim : int
+        Bond dimension chi (the rank for ``lowrank`` unless ``rank`` is given).
+    activation : str, callable or sequence, optional
+        ``relu`` by default for the nonlinear families; one per stage as a sequence.
+    in_modes, out_modes : sequence of int, optional
+        Explicit per-site factors.
+    n_sites : int, optional
+        Number of sites (``n_cores`` for ``mpo``).
+    seed : int
+    optimize : str or cotengra optimizer
+    **options
+        ``lateral`` (ttn, attn, mera), ``depth`` and ``pattern`` (brickwall), ``n_cores``
+        (mpo), ``rank`` (lowrank).
+
+    Returns
+    -------
+    Generator
+    """
+    if not isinstance(family, str) or family.lower() not in _FAMILY_OPTIONS:
+        raise ValueError(
+            f"unknown family {family!r}; use one of {', '.join(topo.FAMILIES)}, or "
+            "al.from_graph(...) for a custom network"
+        )
+    family = family.lower()
+    unknown = set(options) - _FAMILY_OPTIONS[family]
+    if unknown:
+        allowed = sorted(_FAMILY_OPTIONS[family]) or ["none"]
+        raise TypeError(f"{family} got unexpected option(s) {sorted(unknown)}; its options are "
+                        f"{', '.join(allowed)} (plus bond_dim, activation, modes, n_sites, seed)")
+    if family == "mpo" and options.get("n_cores") is not None:
+        if n_sites is not None and n_sites != options["n_cores"]:
+            raise ValueError("give either n_cores or n_sites for mpo, not both")
+        n_sites = options["n_cores"]
+    tz = _tensorization(family, out_features, in_features, n_sites, out_modes, in_modes)
+    if family in ("ttn", "attn", "mera"):
+        blueprint = getattr(topo, f"build_{family}")(tz, bond_dim=bond_dim,
+                                                     lateral=bool(options.get("lateral", False)))
+    elif family == "brickwall":
+        blueprint = topo.build_brickwall(tz, depth=options.get("depth", 3),
+                                         pattern=options.get("pattern", "staircase"))
+    elif family == "mpo":
+        blueprint = topo.build_mpo(tz, bond_dim=bond_dim)
+    else:
+        blueprint = topo.build_lowrank(tz, rank=options.get("rank", bond_dim))
+    if activation is None and blueprint.activated:
+        activation = "relu"
+    return Generator(blueprint, activation, seed=seed, optimize=optimize, calibrate=calibrate)

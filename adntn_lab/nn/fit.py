@@ -1,0 +1,79 @@
+"""Fitting generator cores to a given dense weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["fit_to_weight", "relative_error"]
+
+
+def relative_error(w_gen: torch.Tensor, target: torch.Tensor) -> float:
+    """``||w_gen - target||_F / ||target||_F``."""
+    return float(torch.linalg.norm(w_gen - target) / torch.linalg.norm(target).clamp_min(1e-30))
+
+
+def _lowrank_svd(generated, target) -> bool:
+    """Exact best rank-r fit for the low-rank family (truncated SVD)."""
+    gen = generated.generator
+    if gen.family != "lowrank":
+        return False
+    r = gen.cores["U"].shape[1]
+    u, s, vh = np.linalg.svd(target.detach().cpu().double().numpy(), full_matrices=False)
+    r_eff = min(r, s.size)
+    root = np.sqrt(s[:r_eff])
+    U = np.zeros(gen.cores["U"].shape)
+    V = np.zeros(gen.cores["V"].shape)
+    U[:, :r_eff] = u[:, :r_eff] * root
+    V[:r_eff] = root[:, None] * vh[:r_eff]
+    with torch.no_grad():
+        generated.cores["U"].copy_(torch.as_tensor(U))
+        generated.cores["V"].copy_(torch.as_tensor(V))
+    return True
+
+
+def fit_to_weight(generated, target: torch.Tensor, *, steps: int = 500, lr: float = 0.02,
+                  verbose: bool = False) -> float:
+    """Fit the cores of ``generated`` (a :class:`GeneratedWeight`) so that it produces
+    ``target``.
+
+    Parameters
+    ----------
+    generated : GeneratedWeight
+    target : tensor, shape (out_features, in_features)
+    steps : int
+        Adam steps (the low-rank family is solved exactly by SVD instead).
+    lr : float
+    verbose : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    float
+        Relative Frobenius error reached.
+    """
+    target = target.to(next(generated.parameters()).dtype)
+    if _lowrank_svd(generated, target) or steps <= 0:
+        with torch.no_grad():
+            return relative_error(generated(), target)
+    from tqdm.auto import trange
+
+    norm2 = torch.sum(target * target).clamp_min(1e-30)
+    opt = torch.optim.Adam(generated.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    best = None
+    bar = trange(steps, desc="fit", disable=not verbose, leave=False)
+    for _ in bar:
+        opt.zero_grad(set_to_none=True)
+        diff = generated() - target
+        loss = torch.sum(diff * diff) / norm2
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = float(loss.detach())
+        if best is None or value < best[0]:
+            best = (value, {k: v.detach().clone() for k, v in generated.state_dict().items()})
+        bar.set_postfix(rel_err=f"{value ** 0.5:.4f}")
+    generated.load_state_dict(best[1])
+    with torch.no_grad():
+        return relative_error(generated(), target)

@@ -1,0 +1,262 @@
+"""Stage groups and their cotengra contraction trees.
+
+A generator's execution is fixed by its structure: which cores sit in which stage and which
+indices they share. :func:`plan_structure` simulates the stage semantics symbolically once and
+returns the groups to contract, each with a cotengra tree found once per structure and reused
+(an in-process cache keyed by the group's canonical signature, plus cotengra's on-disk cache
+for hyper-optimised trees when :func:`set_plan_cache` names a directory).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import cotengra as ctg
+
+from .topologies._blueprint import CoreSpec
+
+__all__ = [
+    "GroupPlan",
+    "Plan",
+    "OPTIMIZERS",
+    "plan_structure",
+    "contraction_tree",
+    "set_plan_cache",
+    "plan_cache_info",
+]
+
+OPTIMIZERS = ("auto", "greedy", "optimal", "hyper")
+
+_TREES: dict = {}
+_LOCK = threading.Lock()
+_STATS = Counter()
+_DISK_DIR: str | None = None
+
+
+def set_plan_cache(directory: str | None) -> None:
+    """Keep hyper-optimised contraction trees on disk in ``directory`` (``None`` turns it off)."""
+    global _DISK_DIR
+    _DISK_DIR = None if directory is None else str(directory)
+
+
+def plan_cache_info() -> dict:
+    """Hits, misses and size of the in-process tree cache."""
+    return {"hits": _STATS["hits"], "misses": _STATS["misses"], "size": len(_TREES)}
+
+
+def _optimizer(optimize):
+    if optimize is None or optimize == "auto":
+        return "auto"
+    if optimize in ("greedy", "optimal"):
+        return optimize
+    if optimize == "hyper":
+        kwargs = dict(max_repeats=32, progbar=False, parallel=False)
+        if _DISK_DIR:
+            return ctg.ReusableHyperOptimizer(directory=_DISK_DIR, **kwargs)
+        return ctg.HyperOptimizer(**kwargs)
+    if isinstance(optimize, str):
+        raise ValueError(f"unknown optimizer {optimize!r}; use one of {OPTIMIZERS} "
+                         "or pass a cotengra optimizer object")
+    return optimize  # a cotengra optimizer the user configured
+
+
+def _canonical(inputs, output, size_dict):
+    labels: dict[str, int] = {}
+    for term in (*inputs, output):
+        for ix in term:
+            labels.setdefault(ix, len(labels))
+    c_in = tuple(tuple(labels[ix] for ix in term) for term in inputs)
+    c_out = tuple(labels[ix] for ix in output)
+    sizes = tuple(size_dict[ix] for ix in labels)
+    return c_in, c_out, sizes
+
+
+def contraction_tree(inputs, output, size_dict, optimize="auto") -> ctg.ContractionTree:
+    """The cotengra tree for one group, cached by canonical signature and optimizer.
+
+    Parameters
+    ----------
+    inputs : sequence of tuple of str
+        Indices of each operand.
+    output : tuple of str
+        Indices of the result, in order.
+    size_dict : dict
+        Dimension of every index.
+    optimize : str or cotengra optimizer
+        ``"auto"`` (cotengra's preset), ``"greedy"``, ``"optimal"``, ``"hyper"`` or an object.
+    """
+    c_in, c_out, sizes = _canonical(inputs, output, size_dict)
+    okey = optimize if isinstance(optimize, str) or optimize is None else id(optimize)
+    key = (c_in, c_out, sizes, okey)
+    with _LOCK:
+        tree = _TREES.get(key)
+        if tree is not None:
+            _STATS["hits"] += 1
+            return tree
+    _STATS["misses"] += 1
+    sd = dict(enumerate(sizes))
+    tree = ctg.array_contract_tree(c_in, c_out, sd, optimize=_optimizer(optimize))
+    with _LOCK:
+        _TREES[key] = tree
+    return tree
+
+
+@dataclass
+class GroupPlan:
+    """One connected group of one stage, contracted to one tensor and then activated.
+
+    Attributes
+    ----------
+    stage, group : int
+        Stage index and the group's position within the stage.
+    operands : tuple of str
+        Core names or front keys (outputs of earlier groups), in contraction-input order.
+    inputs : tuple of tuple of str
+        Indices of each operand.
+    output : tuple of str
+        Indices of the group's result.
+    key : str
+        Front key under which the result is stored (``"X{stage}.{group}"``).
+    stage_cores : tuple of str
+        Cores of this stage inside the group.
+    """
+
+    stage: int
+    group: int
+    operands: tuple[str, ...]
+    inputs: tuple[tuple[str, ...], ...]
+    output: tuple[str, ...]
+    key: str
+    stage_cores: tuple[str, ...]
+
+    def tree(self, size_dict, optimize="auto") -> ctg.ContractionTree:
+        return contraction_tree(self.inputs, self.output, size_dict, optimize)
+
+
+@dataclass
+class Plan:
+    """All groups of a generator in execution order, and the final tensor's indices."""
+
+    groups: list[GroupPlan]
+    final_key: str
+    final_inds: tuple[str, ...]
+    size_dict: dict[str, int]
+    num_stages: int
+
+
+def check_indices(cores: list[CoreSpec], physical: tuple[str, ...]) -> None:
+    """Every bond joins exactly two cores and every physical leg sits on exactly one core."""
+    where: dict[str, list[str]] = {}
+    for c in cores:
+        for ix in c.inds:
+            where.setdefault(ix, []).append(c.name)
+    phys = set(physical)
+    for ix in physical:
+        owners = where.get(ix, [])
+        if not owners:
+            raise ValueError(
+                f"physical leg {ix} (site {ix[1:]}) is on no core; mark exactly one core as "
+                f"carrying site {ix[1:]}"
+            )
+        if len(owners) > 1:
+            raise ValueError(
+                f"physical leg {ix} (site {ix[1:]}) is on {len(owners)} cores {owners}; each "
+                "site must be carried by exactly one core"
+            )
+    for ix, owners in where.items():
+        if ix in phys:
+            continue
+        if len(owners) == 1:
+            raise ValueError(
+                f"bond {ix} of core {owners[0]} is dangling (it joins no other core); connect "
+                "it to a second core or remove it"
+            )
+        if len(owners) > 2:
+            raise ValueError(
+                f"bond {ix} joins {len(owners)} cores {owners}; a bond must join exactly two"
+            )
+
+
+def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages: int,
+                   physical: tuple[str, ...]) -> Plan:
+    """Simulate the stage semantics on index sets and return the groups to contract.
+
+    Raises
+    ------
+    ValueError
+        If a bond dangles, a physical leg is missing or doubled, or the stages leave more than
+        one tensor at the end.
+    """
+    check_indices(cores, physical)
+    phys = set(physical)
+    front: dict[str, tuple[str, ...]] = {}
+    groups: list[GroupPlan] = []
+    for s in range(num_stages):
+        stage_cores = [c for c in cores if c.stage == s]
+        if not stage_cores:
+            continue
+        items = [(c.name, c.inds, True) for c in stage_cores]
+        ind_of_stage = {ix for c in stage_cores for ix in c.inds}
+        items += [(k, inds, False) for k, inds in front.items() if ind_of_stage & set(inds)]
+        # union-find over items sharing an index
+        parent = list(range(len(items)))
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        first_seen: dict[str, int] = {}
+        for i, (_, inds, _) in enumerate(items):
+            for ix in inds:
+                if ix in first_seen:
+                    parent[find(i)] = find(first_seen[ix])
+                else:
+                    first_seen[ix] = i
+        comps: dict[int, list[int]] = {}
+        for i in range(len(items)):
+            comps.setdefault(find(i), []).append(i)
+        for g, members in enumerate(sorted(comps.values(), key=min)):
+            ops = [items[i] for i in members]
+            counts = Counter(ix for _, inds, _ in ops for ix in inds)
+            output = []
+            for _, inds, _ in ops:
+                for ix in inds:
+                    if counts[ix] == 1 and ix not in output:
+                        output.append(ix)
+            key = f"X{s}.{g}"
+            groups.append(GroupPlan(
+                stage=s,
+                group=g,
+                operands=tuple(name for name, _, _ in ops),
+                inputs=tuple(inds for _, inds, _ in ops),
+                output=tuple(output),
+                key=key,
+                stage_cores=tuple(name for name, _, is_core in ops if is_core),
+            ))
+            for name, _, is_core in ops:
+                if not is_core:
+                    del front[name]
+            front[key] = tuple(output)
+    if len(front) != 1:
+        parts = "; ".join(f"{k} with legs {v}" for k, v in front.items())
+        raise ValueError(
+            f"the stages leave {len(front)} tensors at the end ({parts}); connect them with a "
+            "bond in a later stage, or put their cores in one connected stage"
+        )
+    (final_key, final_inds), = front.items()
+    missing = phys - set(final_inds)
+    if missing or set(final_inds) - phys:
+        raise ValueError(
+            f"the final tensor has legs {final_inds}, expected the physical legs {physical}"
+        )
+    return Plan(groups, final_key, final_inds, dict(size_dict), num_stages)
+
+
+def group_sizes(group: GroupPlan, size_dict) -> list[int]:
+    """Number of elements of each operand of a group."""
+    return [math.prod(size_dict[ix] for ix in inds) for inds in group.inputs]

@@ -1,0 +1,283 @@
+"""Tensorisation: viewing a weight matrix of shape (O, I) as a tensor with N physical legs.
+
+Site ``k`` carries the physical leg ``p_k`` of dimension ``d_k = o_k * i_k``. Row and column
+indices are mixed-radix numbers over ``(o_1..o_N)`` and ``(i_1..i_N)`` (first mode most
+significant). ``O' = prod(o_k) >= O`` and ``I' = prod(i_k) >= I``; the generated ``W'`` of shape
+``(O', I')`` is cropped to ``W = W'[:O, :I]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import autoray as ar
+import numpy as np
+
+__all__ = [
+    "Tensorization",
+    "tensorize",
+    "qubit_tensorization",
+    "balanced_factors",
+    "default_n_sites",
+    "check_features",
+]
+
+# how much one unit of log-imbalance (max/min factor) weighs against one unit of log-padding
+_IMBALANCE_WEIGHT = 0.25
+
+
+def check_features(name: str, value) -> int:
+    """Validate a feature count and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer (for example 784), got {value}")
+    return int(value)
+
+
+@lru_cache(maxsize=4096)
+def _most_balanced(n: int, k: int, smallest: int = 1) -> tuple[int, ...] | None:
+    """Most balanced factorisation of ``n`` into ``k`` non-decreasing factors >= ``smallest``."""
+    if k == 1:
+        return (n,) if n >= smallest else None
+    best, best_ratio = None, math.inf
+    target = n ** (1.0 / k)
+    f = smallest
+    while f <= target + 1e-9:
+        if n % f == 0:
+            rest = _most_balanced(n // f, k - 1, f)
+            if rest is not None:
+                ratio = rest[-1] / f
+                if ratio < best_ratio:
+                    best, best_ratio = (f, *rest), ratio
+        f += 1
+    return best
+
+
+def balanced_factors(n: int, k: int) -> tuple[int, ...]:
+    """Balanced factors of some ``n' >= n`` with minimal padding, largest first.
+
+    Searches ``n' = n .. 2n`` and scores ``log(n'/n) + 0.25 * log(max/min)``, so an exact but
+    lopsided factorisation loses to a slightly padded balanced one.
+
+    Parameters
+    ----------
+    n : int
+        Number to cover (a feature count).
+    k : int
+        Number of factors (sites).
+
+    Returns
+    -------
+    tuple of int, length ``k``
+        Factors in non-increasing order; their product is at least ``n``.
+    """
+    if k == 1:
+        return (n,)
+    lo = max(1, math.floor(n ** (1.0 / k)))
+    # always-available fallback: floor/ceil mixture
+    best, best_score = None, math.inf
+    for j in range(k + 1):
+        cand = (lo + 1,) * j + (lo,) * (k - j)
+        if math.prod(cand) >= n:
+            best = cand
+            best_score = math.log(math.prod(cand) / n) + _IMBALANCE_WEIGHT * math.log(
+                max(cand) / min(cand)
+            )
+            break
+    limit = min(2 * n, n + 4096)
+    for m in range(n, limit + 1):
+        pad = math.log(m / n)
+        if pad >= best_score:
+            break
+        fac = _most_balanced(m, k)
+        if fac is None:
+            continue
+        score = pad + _IMBALANCE_WEIGHT * math.log(fac[-1] / fac[0])
+        if score < best_score:
+            best, best_score = fac, score
+    return tuple(sorted(best, reverse=True))
+
+
+def default_n_sites(out_features: int, in_features: int, leg_dim: float = 16.0) -> int:
+    """Number of sites so that each physical leg has dimension about ``leg_dim``."""
+    return max(2, round(math.log(out_features * in_features) / math.log(leg_dim)))
+
+
+def _check_modes(name: str, modes, features: int, feature_name: str) -> tuple[int, ...]:
+    try:
+        modes = tuple(int(m) for m in modes)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive integers, got {modes!r}") from None
+    if not modes or any(m <= 0 for m in modes):
+        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {modes}")
+    if math.prod(modes) < features:
+        suggestion = balanced_factors(features, len(modes))
+        raise ValueError(
+            f"{name} {modes} multiply to {math.prod(modes)}, fewer than {feature_name}="
+            f"{features}; use modes whose product is at least {features}, e.g. {suggestion}"
+        )
+    return modes
+
+
+@dataclass(frozen=True)
+class Tensorization:
+    """How a weight of shape ``(out_features, in_features)`` maps onto physical legs.
+
+    Attributes
+    ----------
+    out_features, in_features : int
+        Shape ``(O, I)`` of the weight.
+    out_modes, in_modes : tuple of int, length N
+        Per-site factors ``o_k`` and ``i_k``.
+    """
+
+    out_features: int
+    in_features: int
+    out_modes: tuple[int, ...]
+    in_modes: tuple[int, ...]
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.out_modes)
+
+    @property
+    def site_dims(self) -> tuple[int, ...]:
+        """Dimension ``d_k = o_k * i_k`` of each physical leg."""
+        return tuple(o * i for o, i in zip(self.out_modes, self.in_modes))
+
+    @property
+    def padded_out(self) -> int:
+        return math.prod(self.out_modes)
+
+    @property
+    def padded_in(self) -> int:
+        return math.prod(self.in_modes)
+
+    @property
+    def physical_inds(self) -> tuple[str, ...]:
+        """Index names ``p0, p1, ...`` of the physical legs."""
+        return tuple(f"p{k}" for k in range(self.n_sites))
+
+    def to_matrix(self, wp):
+        """Map the physical tensor to the cropped weight.
+
+        Parameters
+        ----------
+        wp : array, shape ``site_dims``
+            Tensor with one axis per physical leg, in site order.
+
+        Returns
+        -------
+        array, shape (out_features, in_features)
+        """
+        n = self.n_sites
+        split = [d for pair in zip(self.out_modes, self.in_modes) for d in pair]
+        w = ar.do("reshape", wp, tuple(split))
+        perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
+        w = ar.do("transpose", w, perm)
+        w = ar.do("reshape", w, (self.padded_out, self.padded_in))
+        return w[: self.out_features, : self.in_features]
+
+    def from_matrix(self, w):
+        """Inverse of :meth:`to_matrix`: zero-pad ``w`` to ``(O', I')`` and split its legs.
+
+        Parameters
+        ----------
+        w : numpy array, shape (out_features, in_features)
+
+        Returns
+        -------
+        numpy array, shape ``site_dims``
+        """
+        w = np.asarray(w)
+        full = np.zeros((self.padded_out, self.padded_in), dtype=w.dtype)
+        full[: self.out_features, : self.in_features] = w
+        n = self.n_sites
+        full = full.reshape(self.out_modes + self.in_modes)
+        perm = [ax for k in range(n) for ax in (k, n + k)]
+        return full.transpose(perm).reshape(self.site_dims)
+
+    def to_dict(self) -> dict:
+        return {
+            "out_features": self.out_features,
+            "in_features": self.in_features,
+            "out_modes": list(self.out_modes),
+            "in_modes": list(self.in_modes),
+        }
+
+
+def tensorize(out_features, in_features, *, n_sites=None, out_modes=None, in_modes=None,
+              leg_dim: float = 16.0) -> Tensorization:
+    """Choose per-site modes for a weight of shape ``(out_features, in_features)``.
+
+    Parameters
+    ----------
+    out_features, in_features : int
+        Shape of the weight.
+    n_sites : int, optional
+        Number of sites ``N``; by default each leg gets a dimension near ``leg_dim``.
+    out_modes, in_modes : sequence of int, optional
+        Explicit factors; their products must cover the features.
+    leg_dim : float
+        Target physical-leg dimension when ``n_sites`` is not given.
+
+    Returns
+    -------
+    Tensorization
+    """
+    out_features = check_features("out_features", out_features)
+    in_features = check_features("in_features", in_features)
+    if out_modes is not None:
+        out_modes = _check_modes("out_modes", out_modes, out_features, "out_features")
+    if in_modes is not None:
+        in_modes = _check_modes("in_modes", in_modes, in_features, "in_features")
+    given = [len(m) for m in (out_modes, in_modes) if m is not None]
+    if n_sites is None:
+        n_sites = given[0] if given else default_n_sites(out_features, in_features, leg_dim)
+    if isinstance(n_sites, bool) or not isinstance(n_sites, (int, np.integer)) or n_sites < 1:
+        raise ValueError(f"n_sites must be a positive integer, got {n_sites!r}")
+    n_sites = int(n_sites)
+    if any(g != n_sites for g in given):
+        raise ValueError(
+            f"out_modes and in_modes must have one entry per site: got lengths {given} "
+            f"for n_sites={n_sites}"
+        )
+    if out_modes is None:
+        out_modes = balanced_factors(out_features, n_sites)
+    if in_modes is None:
+        # pair large output factors with small input factors so that site dims stay even
+        in_modes = tuple(reversed(balanced_factors(in_features, n_sites)))
+    return Tensorization(out_features, in_features, tuple(out_modes), tuple(in_modes))
+
+
+def qubit_tensorization(out_features, in_features) -> Tensorization:
+    """Qubit-style tensorisation: every physical leg has dimension 2.
+
+    ``O' = 2**a`` and ``I' = 2**b`` are the next powers of two; the ``a + b`` one-bit sites
+    alternate between output bits and input bits (most significant first) while both last, so
+    that coarse row and column scales sit next to each other.
+    """
+    out_features = check_features("out_features", out_features)
+    in_features = check_features("in_features", in_features)
+    a = max(0, math.ceil(math.log2(out_features)))
+    b = max(0, math.ceil(math.log2(in_features)))
+    if a + b < 2:
+        raise ValueError(
+            f"a {out_features}x{in_features} weight has fewer than 2 bits; the brick-wall "
+            "family needs out_features * in_features >= 3"
+        )
+    out_modes, in_modes = [], []
+    ia = ib = 0
+    while ia < a or ib < b:
+        if ia < a and (ia <= ib or ib >= b):
+            out_modes.append(2)
+            in_modes.append(1)
+            ia += 1
+        else:
+            out_modes.append(1)
+            in_modes.append(2)
+            ib += 1
+    return Tensorization(out_features, in_features, tuple(out_modes), tuple(in_modes))

@@ -1,0 +1,588 @@
+"""A deterministic, resumable training loop for any ``nn.Module`` classifier.
+
+Determinism: the order of the training examples in epoch ``e`` is a permutation drawn from a
+``torch.Generator`` seeded from ``(seed, e)``, and the global torch random state (dropout and the
+like) is forked and reseeded from ``(seed, e)`` at the start of every epoch. The loop therefore
+depends on no hidden state: stopping after any step, saving a :class:`TrainState` and the model,
+and calling :func:`fit` again with the restored objects reproduces an uninterrupted run bit for
+bit (on the same device and thread count).
+
+Callbacks receive one dict per event and may stop training by returning ``False``; a
+``threading.Event`` passed as ``stop_event`` is checked after every step, so a widget running
+:func:`fit` in a background thread can stop it.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+__all__ = [
+    "OPTIMIZERS",
+    "Evaluation",
+    "History",
+    "TrainState",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass
+class History:
+    """Per-epoch and per-step training records.
+
+    Attributes
+    ----------
+    epoch : list of int
+        1-based epoch numbers, one entry per completed epoch.
+    train_loss, train_acc : list of float
+        Mean cross-entropy and accuracy over the epoch's training batches (train mode).
+    test_loss, test_acc : list of float
+        Loss and accuracy on the test split at the end of the epoch (eval mode); NaN when no
+        test split was given.
+    epoch_time : list of float
+        Wall-clock seconds spent in each epoch (training plus evaluation).
+    step_loss : list of float
+        Loss of every optimiser step, in order.
+    stopped : bool
+        True when the last call to :func:`fit` ended early on a stop request.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    epoch_time: list[float] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def wall_time(self) -> float:
+        """Total seconds over the recorded epochs."""
+        return float(sum(self.epoch_time))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN written as None)."""
+        out = asdict(self)
+        for k, v in out.items():
+            if isinstance(v, list):
+                out[k] = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`."""
+        kw = {}
+        for name in cls.__dataclass_fields__:
+            if name not in d:
+                continue
+            v = d[name]
+            if isinstance(v, list) and name != "epoch":
+                v = [math.nan if x is None else float(x) for x in v]
+            elif name == "epoch":
+                v = [int(x) for x in v]
+            kw[name] = v
+        return cls(**kw)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        if not self.epoch:
+            return f"History(0 epochs, {len(self.step_loss)} steps)"
+        last = f"train loss {self.train_loss[-1]:.4f}, test acc {self.test_acc[-1]:.4f}"
+        stop = ", stopped" if self.stopped else ""
+        return (
+            f"History({len(self.epoch)} epochs, {len(self.step_loss)} steps, {last}, "
+            f"{self.wall_time:.1f} s{stop})"
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Result of :func:`evaluate`: mean cross-entropy ``loss``, ``accuracy`` in [0, 1], ``n``."""
+
+    loss: float
+    accuracy: float
+    n: int
+
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.cpu().contiguous().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model's own weights that training needs to continue.
+
+    Attributes
+    ----------
+    optimizer : torch.optim.Optimizer
+        Built over the model's parameters after the model was moved to its device.
+    optimizer_name : str
+        ``"adam"``, ``"adamw"`` or ``"sgd"`` (used to rebuild it from a checkpoint).
+    lr : float
+        Base learning rate.
+    seed : int
+        Seed of data order and per-epoch random state.
+    epoch : int
+        Completed epochs.
+    batch : int
+        Batches done in the current, incomplete epoch (0 at an epoch boundary).
+    step : int
+        Optimiser steps done in total.
+    history : History
+    partial : dict
+        Running sums of the incomplete epoch: ``loss_sum``, ``correct``, ``count``, ``time``.
+    rng : dict or None
+        Global random state inside the incomplete epoch (base64 of torch's byte states), so a
+        run stopped mid-epoch continues exactly.
+    """
+
+    optimizer: torch.optim.Optimizer
+    optimizer_name: str
+    lr: float
+    seed: int
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    history: History = field(default_factory=History)
+    partial: dict = field(default_factory=lambda: _empty_partial())
+    rng: dict | None = None
+
+    @classmethod
+    def create(
+        cls,
+        model: nn.Module,
+        *,
+        lr: float,
+        seed: int,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+    ) -> TrainState:
+        """A fresh state with a new optimiser over ``model``'s trainable parameters."""
+        opt = make_optimizer(
+            model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum
+        )
+        return cls(optimizer=opt, optimizer_name=optimizer.lower(), lr=float(lr), seed=int(seed))
+
+    def to_meta(self) -> dict[str, Any]:
+        """JSON-ready description of everything but the optimiser's tensors."""
+        return {
+            "optimizer_name": self.optimizer_name,
+            "lr": self.lr,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "history": self.history.to_dict(),
+            "partial": dict(self.partial),
+            "rng": self.rng,
+        }
+
+
+def _empty_partial() -> dict:
+    return {"loss_sum": 0.0, "correct": 0, "count": 0, "time": 0.0}
+
+
+def make_optimizer(
+    model: nn.Module,
+    name: str = "adam",
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """Build ``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``) over trainable parameters."""
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (requires_grad=True)")
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed mixed from ``seed`` and ``keys`` (stable across platforms)."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *[int(k) for k in keys]])
+    return int(ss.generate_state(1, dtype=np.uint64)[0] & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Permutation of ``range(n)`` used as the data order of 0-based ``epoch``."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(derive_seed(seed, epoch, 0))
+    return torch.randperm(n, generator=g)
+
+
+def _split_data(data) -> tuple[TensorDataset, TensorDataset | None]:
+    if hasattr(data, "train"):
+        return data.train, getattr(data, "test", None)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    if isinstance(data, TensorDataset):
+        return data, None
+    raise TypeError(
+        "data must be a Dataset from load_dataset, a (train, test) pair of TensorDatasets or "
+        f"one TensorDataset, got {type(data).__name__}"
+    )
+
+
+def _tensors(ds, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = getattr(ds, "tensors", None)
+    if tensors is None or len(tensors) != 2:
+        raise TypeError(f"the {what} split must be a TensorDataset of (inputs, labels)")
+    x, y = tensors
+    if len(x) != len(y):
+        raise ValueError(f"{what} split has {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError(f"the {what} split is empty")
+    return x, y
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> Evaluation:
+    """Mean cross-entropy and accuracy of ``model`` on a labelled dataset, in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps inputs ``(batch, *input_shape)`` to logits ``(batch, num_classes)``.
+    dataset : TensorDataset
+        ``(inputs, int64 labels)``.
+    batch_size : int, default 1024
+    device : optional
+        Where to run; defaults to the device of the model's first parameter.
+
+    Returns
+    -------
+    Evaluation
+    """
+    x, y = _tensors(dataset, "evaluation")
+    if device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            yb = y[i : i + batch_size].to(device)
+            logits = model(xb)
+            loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    n = len(x)
+    return Evaluation(loss=loss_sum / n, accuracy=correct / n, n=n)
+
+
+def _lr_at(schedule: str, base: float, step: int, total: int) -> float:
+    if schedule == "constant":
+        return base
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _rng_capture(device: torch.device) -> dict:
+    out = {"cpu": _b64(torch.get_rng_state())}
+    if device.type == "cuda":
+        out["cuda"] = _b64(torch.cuda.get_rng_state(device))
+    return out
+
+
+def _rng_restore(rng: Mapping[str, str], device: torch.device) -> None:
+    torch.set_rng_state(_unb64(rng["cpu"]))
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(_unb64(rng["cuda"]), device)
+
+
+def _rng_seed(seed: int, device: torch.device) -> None:
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- fit
+
+Callback = Callable[[dict], Any]
+
+
+def fit(
+    model: nn.Module,
+    data,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    optimizer: str = "adam",
+    device: str | torch.device = "cpu",
+    callbacks: Iterable[Callback] | Callback | None = None,
+    progress: bool = True,
+    state: TrainState | None = None,
+    stop_event: threading.Event | None = None,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
+    grad_clip: float | None = None,
+    eval_batch_size: int = 1024,
+    desc: str | None = None,
+) -> History:
+    """Train a classifier with cross-entropy, deterministically and resumably.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps inputs ``(batch, *input_shape)`` to logits ``(batch, num_classes)``. Moved to
+        ``device``.
+    data : Dataset or (TensorDataset, TensorDataset or None) or TensorDataset
+        Training split and optional test split (evaluated after every epoch).
+    epochs : int
+        Total number of epochs; with a resumed ``state`` training continues from
+        ``state.epoch`` up to ``epochs``.
+    lr : float, default 1e-3
+        Base learning rate.
+    batch_size : int, default 64
+        The last batch of an epoch may be smaller.
+    seed : int, default 0
+        Seeds the per-epoch data order and random state; must equal ``state.seed``.
+    optimizer : {"adam", "adamw", "sgd"}
+        Used when ``state`` is None.
+    device : str or torch.device, default "cpu"
+    callbacks : callable or list of callables, optional
+        Each is called with a dict for every event: ``{"event": "start" | "step" | "epoch" |
+        "end", "epoch", "step", "batch", "num_batches", "state", "model", "history", ...}``;
+        ``"step"`` adds ``loss``, ``acc`` (of the batch) and ``lr``; ``"epoch"`` adds
+        ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``epoch_time``. Returning
+        ``False`` from a ``"step"`` or ``"epoch"`` call stops training after that step.
+    progress : bool, default True
+        Show a tqdm progress bar over all remaining steps.
+    state : TrainState, optional
+        Continue from this state (optimiser, position, history, random state). Build it with
+        :meth:`TrainState.create` after moving the model to ``device``, or load it from a
+        checkpoint. It is updated in place.
+    stop_event : threading.Event, optional
+        Checked after every step; when set, training stops (the state stays resumable).
+    weight_decay : float, default 0.0
+    lr_schedule : {"constant", "cosine"}, default "constant"
+        Cosine decays to 0 over ``epochs`` epochs (a function of the step number only).
+    grad_clip : float, optional
+        Clip the global gradient norm to this value.
+    eval_batch_size : int, default 1024
+    desc : str, optional
+        Label of the progress bar.
+
+    Returns
+    -------
+    History
+        ``state.history``: all epochs so far, including those before a resume.
+    """
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {v!r}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if callbacks is None:
+        callbacks = []
+    elif callable(callbacks):
+        callbacks = [callbacks]
+    else:
+        callbacks = list(callbacks)
+
+    device = torch.device(device)
+    train_ds, test_ds = _split_data(data)
+    x_train, y_train = _tensors(train_ds, "training")
+    n = len(x_train)
+    num_batches = math.ceil(n / batch_size)
+    total_steps = epochs * num_batches
+
+    model.to(device)
+    if state is None:
+        state = TrainState.create(
+            model, lr=lr, seed=seed, optimizer=optimizer, weight_decay=weight_decay
+        )
+    elif int(state.seed) != int(seed):
+        raise ValueError(
+            f"resuming with seed {seed} but the state was trained with seed {state.seed}; "
+            "pass the same seed to continue the same data order"
+        )
+    history = state.history
+    history.stopped = False
+    if state.batch >= num_batches:
+        raise ValueError(
+            f"the state is at batch {state.batch} of an epoch but this data gives only "
+            f"{num_batches} batches of {batch_size}; resume with the same data and batch_size"
+        )
+
+    def emit(event: dict) -> bool:
+        keep = True
+        for cb in callbacks:
+            if cb(event) is False:
+                keep = False
+        return keep
+
+    base = {"model": model, "state": state, "history": history, "num_batches": num_batches}
+    emit({**base, "event": "start", "epoch": state.epoch, "step": state.step,
+          "batch": state.batch, "epochs": epochs})
+
+    bar = None
+    remaining = max(total_steps - state.step, 0) if state.epoch < epochs else 0
+    if progress and remaining > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc or "train",
+                   unit="step", dynamic_ncols=True, leave=True)
+
+    cuda_devices = [device] if device.type == "cuda" else []
+    stopped = False
+    model.train()
+    try:
+        while state.epoch < epochs and not stopped:
+            epoch = state.epoch
+            order = epoch_order(n, state.seed, epoch)
+            with torch.random.fork_rng(devices=cuda_devices):
+                if state.batch == 0:
+                    _rng_seed(derive_seed(state.seed, epoch, 1), device)
+                    state.partial = _empty_partial()
+                    state.rng = None
+                else:
+                    if state.rng is None:
+                        raise ValueError("the state stops mid-epoch but holds no random state")
+                    _rng_restore(state.rng, device)
+                t0 = time.perf_counter()
+                part = state.partial
+                while state.batch < num_batches:
+                    idx = order[state.batch * batch_size : (state.batch + 1) * batch_size]
+                    xb = x_train[idx].to(device, non_blocking=True)
+                    yb = y_train[idx].to(device, non_blocking=True)
+                    cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
+                    for g in state.optimizer.param_groups:
+                        g["lr"] = cur_lr
+                    state.optimizer.zero_grad(set_to_none=True)
+                    logits = model(xb)
+                    loss = nn.functional.cross_entropy(logits, yb)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss became {float(loss.detach())} at step {state.step} (epoch {epoch + 1}); "
+                            "lower the learning rate or check the model's initial scale"
+                        )
+                    loss.backward()
+                    if grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    state.optimizer.step()
+
+                    loss_v = float(loss.detach())
+                    correct = int((logits.detach().argmax(dim=1) == yb).sum())
+                    bs = len(yb)
+                    part["loss_sum"] += loss_v * bs
+                    part["correct"] += correct
+                    part["count"] += bs
+                    history.step_loss.append(loss_v)
+                    state.batch += 1
+                    state.step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        if state.step % 10 == 0 or state.batch == num_batches:
+                            bar.set_postfix_str(
+                                f"epoch {epoch + 1}/{epochs} loss {loss_v:.4f}", refresh=False
+                            )
+                    keep = emit({**base, "event": "step", "epoch": epoch, "step": state.step,
+                                 "batch": state.batch, "loss": loss_v, "acc": correct / bs,
+                                 "lr": cur_lr})
+                    if stop_event is not None and stop_event.is_set():
+                        keep = False
+                    if not keep:
+                        stopped = True
+                        if state.batch < num_batches:
+                            break
+                part["time"] += time.perf_counter() - t0
+                if state.batch < num_batches:  # stopped mid-epoch: keep the random state
+                    state.rng = _rng_capture(device)
+                    break
+
+            # epoch complete
+            t1 = time.perf_counter()
+            if test_ds is not None:
+                ev = evaluate(model, test_ds, batch_size=eval_batch_size, device=device)
+                test_loss, test_acc = ev.loss, ev.accuracy
+                model.train()
+            else:
+                test_loss = test_acc = math.nan
+            part["time"] += time.perf_counter() - t1
+            history.epoch.append(epoch + 1)
+            history.train_loss.append(part["loss_sum"] / part["count"])
+            history.train_acc.append(part["correct"] / part["count"])
+            history.test_loss.append(test_loss)
+            history.test_acc.append(test_acc)
+            history.epoch_time.append(part["time"])
+            state.epoch += 1
+            state.batch = 0
+            state.partial = _empty_partial()
+            state.rng = None
+            if bar is not None:
+                msg = f"epoch {epoch + 1}/{epochs} loss {history.train_loss[-1]:.4f}"
+                if not math.isnan(test_acc):
+                    msg += f" test acc {test_acc:.4f}"
+                bar.set_postfix_str(msg)
+            keep = emit({**base, "event": "epoch", "epoch": epoch + 1, "step": state.step,
+                         "batch": 0, "train_loss": history.train_loss[-1],
+                         "train_acc": history.train_acc[-1], "test_loss": test_loss,
+                         "test_acc": test_acc, "epoch_time": history.epoch_time[-1]})
+            if stop_event is not None and stop_event.is_set():
+                keep = False
+            if not keep:
+                stopped = True
+    finally:
+        if bar is not None:
+            bar.close()
+
+    stopped = stopped and (state.epoch < epochs)
+    history.stopped = stopped
+    emit({**base, "event": "end", "epoch": state.epoch, "step": state.step, "batch": state.batch,
+          "stopped": stopped})
+    return history

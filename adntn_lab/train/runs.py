@@ -1,0 +1,519 @@
+"""Training runs: a configuration, a compression strategy and a run folder.
+
+A run folder holds
+
+- ``config.json`` — the :class:`RunConfig`;
+- ``metrics.json`` — history, final accuracies, parameter counts, compressed-layer summary;
+- ``checkpoint.safetensors`` — model, optimiser and training position after the last epoch
+  (or the step at which training was stopped), see :mod:`.checkpoint`;
+- ``curves.png`` — loss and accuracy curves.
+
+Strategies:
+
+- ``"e2e"`` — compress the chosen layers of a freshly initialised model and train everything end
+  to end with autodiff;
+- ``"fit-finetune"`` — train the dense model for ``dense_epochs`` epochs, fit each generator to
+  its trained dense layer (``ADNTNLinear.from_linear`` through ``compress_model`` with
+  ``fit_steps``), then train end to end;
+- ``"dmrg"`` — local sweeps over MPO cores, delegated to
+  :func:`adntn_lab.train.dmrg.dmrg_sweep`.
+
+Resuming (``resume=True``) rebuilds the model's structure from the stored configuration, loads the
+checkpoint and continues as if never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .loop import LR_SCHEDULES, OPTIMIZERS, History, evaluate, fit
+
+__all__ = [
+    "DEFAULT_COMPRESS",
+    "FAMILY_OPTIONS",
+    "STRATEGIES",
+    "RunConfig",
+    "RunResult",
+    "build_run_model",
+    "run_training",
+]
+
+STRATEGIES = ("e2e", "fit-finetune", "dmrg")
+DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2")}
+FAMILY_OPTIONS = ("depth", "pattern", "rank", "n_cores", "lateral")
+DENSE = ("dense", "none")
+# settings that may change between an interrupted run and its continuation
+_RESUMABLE_CHANGES = ("epochs", "device")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run (stored as ``config.json``).
+
+    Attributes
+    ----------
+    model : {"fc2", "lenet5", "vgg"}
+    dataset : str
+        See :func:`adntn_lab.data.load_dataset`.
+    family : str or None
+        Generator family for the compressed layers; None or ``"dense"`` trains the dense model.
+    compress : list of str or None
+        Layer-name patterns to compress; None means the model's default (``fc1`` for FC-2,
+        ``fc1`` and ``fc2`` for LeNet-5 and the VGG).
+    bond_dim : int
+    activation : str
+    options : dict
+        Family options: ``depth``, ``pattern`` (brick-wall), ``rank`` (low-rank; defaults to
+        ``bond_dim``), ``n_cores`` (MPO), ``lateral`` (TTN, MERA).
+    strategy : {"e2e", "fit-finetune", "dmrg"}
+    epochs, lr, batch_size, seed : training settings; ``seed`` seeds the model's initialisation,
+        the generators and the data order.
+    optimizer : {"adam", "adamw", "sgd"}
+    weight_decay : float
+    lr_schedule : {"constant", "cosine"}
+    hidden : int or None
+        FC-2 hidden width (None: 256).
+    dense_epochs, fit_steps : fit-finetune settings.
+    data_seed : int
+        Seed of the train/test split of the bundled datasets (0: the project's fixed split).
+    device : str
+    """
+
+    model: str = "fc2"
+    dataset: str = "mnist-5k"
+    family: str | None = None
+    compress: list[str] | None = None
+    bond_dim: int = 4
+    activation: str = "relu"
+    options: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "e2e"
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    hidden: int | None = None
+    dense_epochs: int = 2
+    fit_steps: int = 500
+    data_seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        self.model = str(self.model).lower()
+        if self.family is not None:
+            self.family = str(self.family).lower()
+            if self.family in DENSE:
+                self.family = None
+        if self.compress is not None:
+            if isinstance(self.compress, str):
+                self.compress = [self.compress]
+            self.compress = [str(p) for p in self.compress]
+        unknown = set(self.options) - set(FAMILY_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown family options {sorted(unknown)}; known: {', '.join(FAMILY_OPTIONS)}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        if self.strategy != "e2e" and self.family is None:
+            raise ValueError(
+                f"strategy {self.strategy!r} compresses layers; give a family (e.g. 'ttn')"
+            )
+        if self.strategy == "dmrg" and self.family != "mpo":
+            raise ValueError("strategy 'dmrg' trains MPO cores by local sweeps; use family 'mpo'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose {LR_SCHEDULES}")
+        for name in ("epochs", "batch_size", "bond_dim", "dense_epochs", "fit_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+        if self.epochs < 0 or self.dense_epochs < 0 or self.fit_steps < 0:
+            raise ValueError("epochs, dense_epochs and fit_steps must be >= 0")
+        if self.batch_size <= 0 or self.bond_dim <= 0:
+            raise ValueError(
+                f"batch_size and bond_dim must be positive, got {self.batch_size}, {self.bond_dim}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+
+    @property
+    def compress_patterns(self) -> list[str]:
+        """Layer patterns that are compressed (empty for a dense run)."""
+        if self.family is None:
+            return []
+        if self.compress is not None:
+            return list(self.compress)
+        return list(DEFAULT_COMPRESS.get(self.model, ("fc1",)))
+
+    def build_options(self) -> dict[str, Any]:
+        """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...)."""
+        opts = {"bond_dim": self.bond_dim, "activation": self.activation, "seed": self.seed}
+        opts.update(self.options)
+        if self.family == "lowrank":
+            opts.setdefault("rank", self.bond_dim)
+            opts.pop("bond_dim")
+        return opts
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown run settings {sorted(unknown)}")
+        return cls(**dict(d))
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name, e.g. ``fc2/mnist-5k ttn chi=4 seed=0``."""
+        kind = "dense" if self.family is None else f"{self.family} chi={self.bond_dim}"
+        return f"{self.model}/{self.dataset} {kind} seed={self.seed}"
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_training` returns."""
+
+    config: RunConfig
+    model: nn.Module
+    history: History
+    metrics: dict
+    out_dir: Path | None
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _compress(model: nn.Module, config: RunConfig, fit_steps: int) -> nn.Module:
+    from ..nn import compress_model
+
+    return compress_model(
+        model,
+        topology=config.family,
+        include=config.compress_patterns,
+        min_params=0,
+        fit_steps=fit_steps,
+        **config.build_options(),
+    )
+
+
+def _base_model(config: RunConfig, data) -> nn.Module:
+    from ..models import build_model
+
+    kwargs = {}
+    if config.hidden is not None:
+        if config.model != "fc2":
+            raise ValueError("hidden sets the FC-2 hidden width; it applies to model 'fc2' only")
+        kwargs["hidden"] = config.hidden
+    torch.manual_seed(config.seed)
+    return build_model(config.model, data, **kwargs)
+
+
+def build_run_model(config: RunConfig, data) -> nn.Module:
+    """The model a run trains, freshly initialised from ``config.seed`` (compressed if asked).
+
+    For ``fit-finetune`` this is the structure only (generators not yet fitted); it is what a
+    checkpoint of that run is loaded into.
+    """
+    model = _base_model(config, data)
+    if config.family is not None:
+        model = _compress(model, config, fit_steps=0)
+    return model
+
+
+def param_counts(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": int(total), "trainable": int(trainable)}
+
+
+def _summary(model: nn.Module) -> list[dict]:
+    rows = getattr(model, "adntn_summary", None) or []
+    out = []
+    for row in rows:
+        out.append({k: (v if isinstance(v, (int, float, str, bool, type(None))) else
+                        list(v) if isinstance(v, (tuple, list)) else str(v))
+                    for k, v in dict(row).items()})
+    return out
+
+
+def _fit_errors(model: nn.Module) -> dict[str, float]:
+    errs = {}
+    for name, mod in model.named_modules():
+        e = getattr(mod, "fit_error", None)
+        if isinstance(e, (int, float)):
+            errs[name] = float(e)
+    return errs
+
+
+def _load_dmrg() -> Callable:
+    try:
+        mod = importlib.import_module("adntn_lab.train.dmrg")
+    except ImportError as exc:
+        raise RuntimeError(
+            "strategy 'dmrg' needs adntn_lab.train.dmrg, which is not available in this "
+            f"installation ({exc}); use strategy 'e2e' or 'fit-finetune'"
+        ) from exc
+    fn = getattr(mod, "dmrg_sweep", None)
+    if fn is None:
+        raise RuntimeError(
+            "adntn_lab.train.dmrg has no dmrg_sweep function; use strategy 'e2e' or "
+            "'fit-finetune'"
+        )
+    return fn
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def _json_ready(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_json_ready(obj), indent=2) + "\n")
+
+
+def _check_resume_config(saved: Mapping[str, Any], config: RunConfig, path: Path) -> None:
+    diffs = []
+    now = config.to_dict()
+    for key, old in saved.items():
+        if key in _RESUMABLE_CHANGES:
+            continue
+        if now.get(key) != old:
+            diffs.append(f"{key}: checkpoint {old!r}, now {now.get(key)!r}")
+    if diffs:
+        raise ValueError(
+            f"cannot resume {path}: the run was made with different settings ("
+            + "; ".join(diffs)
+            + "). Only epochs and device may change on resume; use another output folder "
+            "for a new run"
+        )
+
+
+def run_training(
+    config: RunConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool | str | os.PathLike = False,
+    data=None,
+    progress: bool = True,
+    callbacks: Sequence[Callable] | None = None,
+    stop_event=None,
+    log: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Train one configuration and write its run folder.
+
+    Parameters
+    ----------
+    config : RunConfig
+    out_dir : path, optional
+        Run folder; nothing is written when None.
+    resume : bool or path, default False
+        True: continue from ``out_dir/checkpoint.safetensors`` if it exists (a fresh start
+        otherwise); a path: continue from that checkpoint. The checkpoint's settings must equal
+        ``config`` except ``epochs`` and ``device``.
+    data : Dataset, optional
+        Preloaded dataset (must match ``config.dataset``); loaded otherwise.
+    progress : bool, default True
+        tqdm progress bars.
+    callbacks, stop_event
+        Passed to :func:`~adntn_lab.train.loop.fit`.
+    log : callable or None, default print
+        Receives one-line status messages.
+
+    Returns
+    -------
+    RunResult
+    """
+    from ..data import load_dataset
+
+    say = log or (lambda _msg: None)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.safetensors" if out is not None else None
+    if data is None:
+        data = load_dataset(config.dataset, seed=config.data_seed)
+    elif getattr(data, "name", config.dataset) != config.dataset:
+        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+
+    source = None
+    if resume:
+        source = Path(resume) if not isinstance(resume, bool) else ckpt_path
+        if source is None:
+            raise ValueError("resume=True needs out_dir (or pass the checkpoint path as resume)")
+        if not source.exists():
+            if not isinstance(resume, bool):
+                raise FileNotFoundError(f"no checkpoint to resume from at {source}")
+            source = None  # nothing to resume yet: start afresh
+    elif ckpt_path is not None and ckpt_path.exists():
+        raise ValueError(
+            f"{out} already holds a run (checkpoint.safetensors); pass resume=True (--resume) "
+            "to continue it, or choose another output folder"
+        )
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config.to_dict())
+
+    device = torch.device(config.device)
+    extra_metrics: dict[str, Any] = {"strategy": config.strategy}
+    state = None
+    if source is not None:
+        ckpt = load_checkpoint(source)
+        if ckpt.config is not None:
+            _check_resume_config(ckpt.config, config, source)
+        model = build_run_model(config, data)
+        ckpt.restore_model(model)
+        model.to(device)
+        state = ckpt.train_state(model)
+        extra_metrics.update((ckpt.extra or {}).get("metrics", {}))
+        say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}")
+    elif config.strategy == "fit-finetune":
+        dense = _base_model(config, data)
+        if config.dense_epochs > 0:
+            say(f"fit-finetune: training the dense {config.model} for {config.dense_epochs} "
+                "epoch(s)")
+            dense_hist = fit(dense, data, epochs=config.dense_epochs, lr=config.lr,
+                             batch_size=config.batch_size, seed=config.seed,
+                             optimizer=config.optimizer, device=device, progress=progress,
+                             weight_decay=config.weight_decay, desc="dense")
+            extra_metrics["dense_pretraining"] = dense_hist.to_dict()
+        say(f"fit-finetune: fitting {config.family} generators to "
+            f"{', '.join(config.compress_patterns)} ({config.fit_steps} steps)")
+        dense.cpu()
+        model = _compress(dense, config, fit_steps=config.fit_steps)
+        extra_metrics["fit_errors"] = _fit_errors(model)
+    else:
+        model = build_run_model(config, data)
+
+    layers = _summary(model)
+    counts = param_counts(model)
+
+    def metrics_now(history: History, complete: bool) -> dict:
+        m: dict[str, Any] = {
+            "label": config.label,
+            "complete": complete,
+            "epochs_done": len(history.epoch),
+            "params": counts,
+            "compressed_layers": layers,
+            "history": history.to_dict(),
+            "wall_time": history.wall_time,
+        }
+        if history.epoch:
+            m["final"] = {
+                "train_loss": history.train_loss[-1],
+                "train_acc": history.train_acc[-1],
+                "test_loss": history.test_loss[-1],
+                "test_acc": history.test_acc[-1],
+                "best_test_acc": max(history.test_acc),
+            }
+        m.update(extra_metrics)
+        return m
+
+    def save(state_, complete: bool) -> None:
+        if out is None:
+            return
+        m = metrics_now(state_.history, complete)
+        save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
+                        extra={"metrics": extra_metrics})
+        write_json(out / "metrics.json", m)
+
+    def on_event(ev: dict):
+        if ev["event"] == "epoch":
+            save(ev["state"], complete=ev["state"].epoch >= config.epochs)
+        elif ev["event"] == "end":
+            save(ev["state"], complete=ev["state"].epoch >= config.epochs)
+
+    t0 = time.perf_counter()
+    if config.strategy == "dmrg":
+        if source is not None:
+            raise ValueError("resuming is not supported for strategy 'dmrg'; start a new run")
+        dmrg_sweep = _load_dmrg()
+        model.to(device)
+        history = dmrg_sweep(
+            model,
+            data,
+            layers=config.compress_patterns,
+            sweeps=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            device=config.device,
+            bond_dim=config.bond_dim,
+            progress=progress,
+        )
+        if not isinstance(history, History):
+            raise TypeError("dmrg_sweep must return a History")
+        state = None
+        if out is not None:
+            save_checkpoint(ckpt_path, model, None, config=config.to_dict())
+            write_json(out / "metrics.json", metrics_now(history, True))
+    else:
+        history = fit(
+            model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
+            seed=config.seed, optimizer=config.optimizer, device=device,
+            callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
+            stop_event=stop_event, weight_decay=config.weight_decay,
+            lr_schedule=config.lr_schedule, desc=config.label,
+        )
+    elapsed = time.perf_counter() - t0
+
+    complete = len(history.epoch) >= config.epochs and not history.stopped
+    metrics = metrics_now(history, complete)
+    if not history.epoch and data.test is not None:
+        ev = evaluate(model, data.test, device=device)
+        metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
+        _write_curves(out / "curves.png", history, config)
+    acc = metrics.get("final", {}).get("test_acc")
+    say(f"{config.label}: {len(history.epoch)} epoch(s) in {elapsed:.1f} s"
+        + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
+        + (f" -> {out}" if out is not None else ""))
+    return RunResult(config=config, model=model, history=history, metrics=metrics, out_dir=out)
+
+
+def _write_curves(path: Path, history: History, config: RunConfig) -> None:
+    from .plots import plot_curves
+
+    label = "dense" if config.family is None else f"{config.family} (chi={config.bond_dim})"
+    fig = plot_curves({label: history}, title=config.label)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def copy_config(config: RunConfig, **changes) -> RunConfig:
+    """A copy of ``config`` with some settings replaced (validated again)."""
+    d = copy.deepcopy(config.to_dict())
+    d.update(changes)
+    return RunConfig.from_dict(d)
