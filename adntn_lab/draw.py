@@ -34,7 +34,7 @@ def layout(gen) -> dict[str, tuple[float, float]]:
         if len(names) == 2:
             g.add_edge(*names)
     auto = nx.multipartite_layout(g, subset_key="stage", align="horizontal", scale=len(g) / 2)
-    for name, (x, y) in auto.items():
+    for name, (x, _) in auto.items():
         pos.setdefault(name, (float(x), float(gen.cores[name].stage)))
     return pos
 

@@ -180,6 +180,18 @@ def check_indices(cores: list[CoreSpec], physical: tuple[str, ...]) -> None:
             )
 
 
+def _finder(parent: list[int]):
+    """Union-find root lookup with path halving over ``parent``."""
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    return find
+
+
 def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages: int,
                    physical: tuple[str, ...]) -> Plan:
     """Simulate the stage semantics on index sets and return the groups to contract.
@@ -203,13 +215,7 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
         items += [(k, inds, False) for k, inds in front.items() if ind_of_stage & set(inds)]
         # union-find over items sharing an index
         parent = list(range(len(items)))
-
-        def find(i):
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
+        find = _finder(parent)
         first_seen: dict[str, int] = {}
         for i, (_, inds, _) in enumerate(items):
             for ix in inds:

@@ -36,7 +36,9 @@ def build_brickwall(tz: Tensorization, *, depth: int = 3, pattern: str = "stairc
         Order of the pairs inside one layer.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive integer number of layers (e.g. 3), got {depth!r}")
+        raise ValueError(
+            f"depth must be a positive integer number of layers (e.g. 3), got {depth!r}"
+        )
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; use one of {PATTERNS}")
     if any(d != 2 for d in tz.site_dims):

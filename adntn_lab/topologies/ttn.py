@@ -53,7 +53,8 @@ def _build_tree(tz: Tensorization, chi: int, lateral: bool) -> tuple[Builder, _N
     n = tz.n_sites
     if n < 2:
         raise ValueError(
-            f"a tree needs at least 2 sites, got n_sites={n}; pass n_sites>=2 or modes of length >= 2"
+            f"a tree needs at least 2 sites, got n_sites={n}; pass n_sites>=2 "
+            "or modes of length >= 2"
         )
     chi = _check_bond_dim(chi)
     b = Builder(tz)
