@@ -9,18 +9,31 @@ from .ttn import _check_bond_dim
 __all__ = ["build_mpo", "build_lowrank"]
 
 
-def build_mpo(tz: Tensorization, *, bond_dim: int = 4) -> Blueprint:
+def build_mpo(tz: Tensorization, *, bond_dim=4) -> Blueprint:
     """Blueprint of an MPO: cores ``A_k`` (chi_{k-1}, d_k, chi_k), one linear stage.
+
+    Parameters
+    ----------
+    tz : Tensorization
+    bond_dim : int or sequence of int
+        Uniform chi, or one dimension per inner bond (``n_sites - 1`` of them, as left by
+        two-site sweeps with rank adaptation).
 
     The boundary bonds have dimension 1 and are left out, so the first core is (d_1, chi) and
     the last (chi, d_N).
     """
-    chi = _check_bond_dim(bond_dim)
     n = tz.n_sites
     if n < 2:
         raise ValueError(f"an MPO needs at least 2 cores, got n_cores={n}")
+    if isinstance(bond_dim, (list, tuple)):
+        if len(bond_dim) != n - 1:
+            raise ValueError(f"an MPO with {n} cores has {n - 1} bonds, got {len(bond_dim)} "
+                             "bond dimensions")
+        dims = [_check_bond_dim(int(c)) for c in bond_dim]
+    else:
+        dims = [_check_bond_dim(bond_dim)] * (n - 1)
     b = Builder(tz)
-    bonds = [b.bond(chi) for _ in range(n - 1)]
+    bonds = [b.bond(c) for c in dims]
     for k in range(n):
         inds = []
         if k > 0:
@@ -28,9 +41,9 @@ def build_mpo(tz: Tensorization, *, bond_dim: int = 4) -> Blueprint:
         inds.append(b.physical(k))
         if k < n - 1:
             inds.append(bonds[k])
-        fan = chi if k > 0 else 1
+        fan = dims[k - 1] if k > 0 else 1
         b.core(f"A{k}", inds, 0, "mpo", fan_in=fan, pos=(k, 0))
-    return b.blueprint("mpo", 1, set(), bond_dim=chi)
+    return b.blueprint("mpo", 1, set(), bond_dim=bond_dim)
 
 
 def build_lowrank(tz: Tensorization, *, rank: int = 4) -> Blueprint:
