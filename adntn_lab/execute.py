@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import autoray as ar
 
 from .activations import Activation
+from .backends import check_arrays
 from .plan import GroupPlan, Plan, contraction_tree
 from .tensorize import Tensorization
 
@@ -138,11 +139,14 @@ class Program:
         W : array, shape (out_features, in_features)
             Or ``(W, captures)`` with ``capture=True``.
         """
+        check_arrays(arrays, "Program.run")
         itemsize = _itemsize(next(iter(arrays.values())))
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}
         captures: list[Capture] = []
-        for group, tree in zip(self.groups, trees):
+        direct = not (capture or hook or physical or memory_limit)
+        groups = self.groups[:-1] if direct else self.groups
+        for group, tree in zip(groups, trees):
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
             if capture:
                 out = self._contract_stepwise(group, tree, ops, captures)
@@ -151,6 +155,15 @@ class Program:
             if hook is not None:
                 out = hook(group, out)
             front[group.key] = self.activations[group.stage](out)
+        if direct:
+            # contract the last group straight into (o_1..o_N, i_1..i_N) order: W needs no
+            # further transposition
+            last, mg = self.groups[-1], self.matrix_group()
+            ops = [arrays[k] if k in arrays else front.pop(k) for k in last.operands]
+            ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, mg.shapes)]
+            w = ar.do("reshape", mg.tree.contract(ops), (self.tz.padded_out, self.tz.padded_in))
+            w = self.activations[last.stage](w)
+            return w[: self.tz.out_features, : self.tz.in_features]
         wp = front.pop(self.plan.final_key)
         wp = _transpose_to(wp, self.plan.final_inds, self.tz.physical_inds)
         result = wp if physical else self.tz.to_matrix(wp)
@@ -205,6 +218,13 @@ class Program:
         y = ar.do("reshape", y, (batch, self.tz.padded_out))
         return y[:, : self.tz.out_features]
 
+    def matrix_group(self):
+        """The final group contracted directly into matrix order (no batch)."""
+        if None not in self._fused:
+            self._fused[None] = _FusedGroup(self.groups[-1], self.tz, self.size_dict, None,
+                                            self.optimize)
+        return self._fused[None]
+
     def fused_group(self, batch: int):
         """The final group's contraction with the input batch attached (cached per batch)."""
         if batch not in self._fused:
@@ -214,7 +234,8 @@ class Program:
 
 
 class _FusedGroup:
-    """Final group with physical legs split into (o_k, i_k) and the batch attached."""
+    """Final group with physical legs split into (o_k, i_k), and the batch attached unless
+    ``batch`` is None (then the output is W in matrix order)."""
 
     def __init__(self, group: GroupPlan, tz: Tensorization, size_dict, batch, optimize):
         split = {}
@@ -227,17 +248,23 @@ class _FusedGroup:
                 legs.append((f"i{k}", i))
             split[f"p{k}"] = legs
             sizes.update(legs)
-        sizes["batch"] = batch
         self.inputs, self.shapes = [], []
         for inds in group.inputs:
             new = [leg for ix in inds for leg in (split[ix] if ix in split else [(ix, sizes[ix])])]
             self.inputs.append(tuple(n for n, _ in new))
             self.shapes.append(tuple(d for _, d in new))
-        x_legs = [(f"i{k}", i) for k, i in enumerate(tz.in_modes) if i > 1]
-        self.x_inds = ("batch", *(n for n, _ in x_legs))
-        self.x_shape = (batch, *(d for _, d in x_legs))
-        self.output = ("batch", *(f"o{k}" for k, o in enumerate(tz.out_modes) if o > 1))
+        out_legs = tuple(f"o{k}" for k, o in enumerate(tz.out_modes) if o > 1)
+        in_legs = tuple(f"i{k}" for k, i in enumerate(tz.in_modes) if i > 1)
         self.size_dict = sizes
+        if batch is None:  # W itself, rows then columns
+            self.x_inds, self.x_shape = None, None
+            self.output = out_legs + in_legs
+            self.tree = contraction_tree(self.inputs, self.output, sizes, optimize)
+            return
+        sizes["batch"] = batch
+        self.x_inds = ("batch", *in_legs)
+        self.x_shape = (batch, *(sizes[n] for n in in_legs))
+        self.output = ("batch", *out_legs)
         self.tree = contraction_tree([*self.inputs, self.x_inds], self.output, sizes, optimize)
 
 
