@@ -190,8 +190,10 @@ def resolve_stage_activations(spec, num_stages: int, activated: set[int], family
     act = get_activation(spec)
     if not activated and not act.is_identity and spec is not None:
         raise ValueError(
-            f"{family} has no nonlinear stage, so activation={act.name!r} cannot apply; "
-            "leave activation unset (or 'identity'), or choose a nonlinear family such as 'ttn'"
+            f"this {family} generator has no nonlinear stage, so activation={act.name!r} "
+            "cannot apply; leave activation unset (or 'identity'), or give it more levels: "
+            "n_sites >= 3 for a tree, n_sites >= 8 for a MERA, depth >= 2 for a brick-wall "
+            "(mpo and lowrank are always linear)"
         )
     ident = get_activation(None)
     return [act if s in activated else ident for s in range(num_stages)]

@@ -104,12 +104,16 @@ class Program:
                 "raise memory_limit or choose a smaller bond dimension"
             )
         target = max(1, limit - out_size - in_size)
-        sliced = tree.slice(target_size=target, allow_outer=False)
-        if sliced.max_size() > target:
+        try:
+            sliced = tree.slice(target_size=target, allow_outer=False)
+        except RuntimeError:  # cotengra ran out of indices to slice
+            sliced = None
+        if sliced is None or sliced.max_size() > target:
+            reached = tree.max_size() if sliced is None else sliced.max_size()
             raise MemoryLimitError(
                 f"stage {group.stage} group {group.group} needs {peak * itemsize:,} bytes and "
                 f"slicing brings its largest intermediate only down to "
-                f"{sliced.max_size() * itemsize:,} bytes, over the memory_limit of "
+                f"{reached * itemsize:,} bytes, over the memory_limit of "
                 f"{int(memory_limit):,} bytes; raise memory_limit or choose a smaller bond "
                 "dimension"
             )

@@ -11,7 +11,13 @@ from . import topologies as topo
 from .activations import Activation, resolve_stage_activations
 from .execute import Program
 from .plan import plan_structure
-from .tensorize import Tensorization, qubit_tensorization, tensorize
+from .tensorize import (
+    Tensorization,
+    check_features,
+    default_n_sites,
+    qubit_tensorization,
+    tensorize,
+)
 from .topologies import Blueprint, CoreSpec
 
 __all__ = ["Generator", "Stage", "build", "default_init_std"]
@@ -68,13 +74,14 @@ class Generator:
         self.options = dict(blueprint.options)
         self.cores: dict[str, CoreSpec] = {c.name: c for c in blueprint.cores}
         self.num_stages = blueprint.num_stages
-        self.activations = resolve_stage_activations(
-            activation, self.num_stages, blueprint.activated, self.family
-        )
         self.seed = seed
         size_dict = {ix: d for c in blueprint.cores for ix, d in zip(c.inds, c.shape)}
         plan = plan_structure(blueprint.cores, size_dict, self.num_stages,
                               self.tensorization.physical_inds)
+        # structure first: a structural mistake is reported before any activation mismatch
+        self.activations = resolve_stage_activations(
+            activation, self.num_stages, blueprint.activated, self.family
+        )
         self.program = Program(plan, self.tensorization, self.activations, optimize)
         self.params: dict[str, np.ndarray] = self._initial_params(seed)
         if calibrate:
@@ -168,6 +175,11 @@ class Generator:
             names = trainable(group)
             if not names or group.key == final_key:
                 return out
+            act = self.activations[group.stage]
+            if np.any(out) and not np.any(act(out)):
+                # e.g. ReLU of an all-negative group: flip one core so the subtree is alive
+                params[names[0]] = -params[names[0]]
+                out = -out
             rms = float(np.sqrt(np.mean(np.square(out))))
             if not np.isfinite(rms) or rms == 0.0:
                 return out
@@ -194,12 +206,16 @@ class Generator:
 
         Parameters
         ----------
-        backend : {"numpy", "torch", "cupy"}
-            Array library to run the contraction with.
+        backend : {"numpy", "torch", "cupy", "auto"}
+            Array library to run the contraction with; ``"auto"`` picks CuPy on a CUDA
+            device, else torch on CUDA, else numpy (see
+            :func:`adntn_lab.backends.resolve_backend`). Ignored when ``params`` is given.
         params : dict, optional
-            Arrays to use instead of the stored numpy values (e.g. torch Parameters).
-        device : str or torch.device, optional
-            For ``backend="torch"``.
+            Arrays to use instead of the stored numpy values (e.g. torch Parameters); all
+            from one backend on one device.
+        device : str, int or torch.device, optional
+            ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` for torch and CuPy; a device this machine
+            lacks raises an error instead of running elsewhere.
         dtype : optional
             Array dtype; float64 for numpy by default, float32 for torch.
         memory_limit : int, optional
@@ -270,8 +286,12 @@ def _tensorization(family, out_features, in_features, n_sites, out_modes, in_mod
                              (1, tz.in_features))
     if family == "mera" and n_sites is None and out_modes is None and in_modes is None:
         guess = math.log2(max(out_features, 1) * max(in_features, 1)) / 2.0
-        n_sites = max(4, 1 << max(2, round(math.log2(max(guess, 1.0)))))
+        # at least 8 sites, so that the MERA has a nonlinear level
+        n_sites = 1 << max(3, round(math.log2(max(guess, 1.0))))
     leg = 4.0 if family == "attn" else 16.0
+    if n_sites is None and out_modes is None and in_modes is None and family in ("ttn", "attn"):
+        # at least 3 sites, so that the tree has a nonlinear level
+        n_sites = max(3, default_n_sites(out_features, in_features, leg))
     return tensorize(out_features, in_features, n_sites=n_sites, out_modes=out_modes,
                      in_modes=in_modes, leg_dim=leg)
 
@@ -318,6 +338,8 @@ def build(family: str, in_features: int, out_features: int, *, bond_dim: int = 4
         if n_sites is not None and n_sites != options["n_cores"]:
             raise ValueError("give either n_cores or n_sites for mpo, not both")
         n_sites = options["n_cores"]
+    in_features = check_features("in_features", in_features)
+    out_features = check_features("out_features", out_features)
     tz = _tensorization(family, out_features, in_features, n_sites, out_modes, in_modes)
     if family in ("ttn", "attn", "mera"):
         blueprint = getattr(topo, f"build_{family}")(tz, bond_dim=bond_dim,

@@ -185,7 +185,7 @@ def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in
     params = bp.options.pop("params")
     graph_act = bp.options.pop("activation")
     act = activation if activation is not None else graph_act
-    if act is None:
+    if act is None and bp.num_stages > 1:
         act = "relu"
     gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params)
     for name, value in params.items():
