@@ -229,10 +229,24 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 def _stratified_split(
     x: np.ndarray, y: np.ndarray, *, n_test: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
+    """Seeded stratified split: each class gives its share of ``n_test`` test examples.
 
-    idx = np.arange(len(y))
-    tr, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=seed, shuffle=True)
+    Shares are rounded by the largest-remainder rule so they add up to ``n_test``; the examples
+    of each class are drawn by a seeded permutation and both splits are shuffled.
+    """
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * (n_test / len(y))
+    take = np.floor(quota).astype(int)
+    short = n_test - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:short]] += 1
+    test = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)]
+    )
+    is_test = np.zeros(len(y), dtype=bool)
+    is_test[test] = True
+    tr = rng.permutation(np.flatnonzero(~is_test))
+    te = rng.permutation(test)
     return x[tr], y[tr], x[te], y[te]
 
 

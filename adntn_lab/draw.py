@@ -62,7 +62,8 @@ def draw_generator(gen, ax=None, *, highlight=(), show_dims: bool = True, title=
 
     pos = layout(gen)
     colors = stage_colors(gen.num_stages)
-    if ax is None:
+    own_figure = ax is None
+    if own_figure:
         n = len(gen.cores)
         width = float(np.clip(1.2 + 0.35 * np.ptp([p[0] for p in pos.values()] or [0]), 5, 14))
         fig, ax = plt.subplots(figsize=(width, 4.5 if n < 60 else 6))
@@ -112,5 +113,6 @@ def draw_generator(gen, ax=None, *, highlight=(), show_dims: bool = True, title=
                  f"{gen.num_params:,} params ({gen.compression_ratio:,.0f}×)", fontsize=10)
     ax.set_axis_off()
     ax.margins(0.08)
-    fig.tight_layout()
+    if own_figure:  # leave the layout of a caller's figure alone
+        fig.tight_layout()
     return fig

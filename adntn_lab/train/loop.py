@@ -508,8 +508,9 @@ def fit(
                     loss = nn.functional.cross_entropy(logits, yb)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
-                            f"loss became {float(loss.detach())} at step {state.step} (epoch {epoch + 1}); "
-                            "lower the learning rate or check the model's initial scale"
+                            f"loss became {float(loss.detach())} at step {state.step} "
+                            f"(epoch {epoch + 1}); lower the learning rate or check the "
+                            "model's initial scale"
                         )
                     loss.backward()
                     if grad_clip is not None:

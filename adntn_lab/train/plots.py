@@ -71,9 +71,13 @@ def plot_curves(histories: Mapping[str, History] | History, axes=None, title: st
     ax_loss.set_ylabel("training loss (cross-entropy)")
     ax_loss.set_yscale("log")
     ax_loss.grid(alpha=0.3, which="both")
-    ax_loss.legend(fontsize=8)
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
     ax_acc.grid(alpha=0.3)
-    ax_acc.legend(fontsize=8)
+    for ax in (ax_loss, ax_acc):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no completed epoch yet", ha="center", va="center",
+                    transform=ax.transAxes, color="0.5")
     return fig

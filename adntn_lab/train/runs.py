@@ -44,6 +44,7 @@ from .loop import LR_SCHEDULES, OPTIMIZERS, History, evaluate, fit
 
 __all__ = [
     "DEFAULT_COMPRESS",
+    "StrategyUnavailableError",
     "FAMILY_OPTIONS",
     "STRATEGIES",
     "RunConfig",
@@ -58,6 +59,10 @@ FAMILY_OPTIONS = ("depth", "pattern", "rank", "n_cores", "lateral")
 DENSE = ("dense", "none")
 # settings that may change between an interrupted run and its continuation
 _RESUMABLE_CHANGES = ("epochs", "device")
+
+
+class StrategyUnavailableError(RuntimeError):
+    """The chosen training strategy is not available in this installation."""
 
 
 @dataclass
@@ -75,7 +80,9 @@ class RunConfig:
         Layer-name patterns to compress; None means the model's default (``fc1`` for FC-2,
         ``fc1`` and ``fc2`` for LeNet-5 and the VGG).
     bond_dim : int
-    activation : str
+    activation : str or None
+        Activation between stages; None takes the family's default (ReLU for the nonlinear
+        families; MPO and low-rank have none).
     options : dict
         Family options: ``depth``, ``pattern`` (brick-wall), ``rank`` (low-rank; defaults to
         ``bond_dim``), ``n_cores`` (MPO), ``lateral`` (TTN, MERA).
@@ -98,7 +105,7 @@ class RunConfig:
     family: str | None = None
     compress: list[str] | None = None
     bond_dim: int = 4
-    activation: str = "relu"
+    activation: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     strategy: str = "e2e"
     epochs: int = 10
@@ -167,7 +174,9 @@ class RunConfig:
 
     def build_options(self) -> dict[str, Any]:
         """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...)."""
-        opts = {"bond_dim": self.bond_dim, "activation": self.activation, "seed": self.seed}
+        opts: dict[str, Any] = {"bond_dim": self.bond_dim, "seed": self.seed}
+        if self.activation is not None:
+            opts["activation"] = self.activation
         opts.update(self.options)
         if self.family == "lowrank":
             opts.setdefault("rank", self.bond_dim)
@@ -260,6 +269,16 @@ def _summary(model: nn.Module) -> list[dict]:
     return out
 
 
+def _refresh_summary(model: nn.Module, layers: list[dict]) -> None:
+    """Update ``params_after`` / ``ratio`` of compressed layers from their current generators."""
+    modules = dict(model.named_modules())
+    for row in layers:
+        gen = getattr(modules.get(row.get("name")), "generator", None)
+        if gen is not None and row.get("params_before"):
+            row["params_after"] = int(gen.num_params)
+            row["ratio"] = row["params_before"] / max(int(gen.num_params), 1)
+
+
 def _fit_errors(model: nn.Module) -> dict[str, float]:
     errs = {}
     for name, mod in model.named_modules():
@@ -273,13 +292,13 @@ def _load_dmrg() -> Callable:
     try:
         mod = importlib.import_module("adntn_lab.train.dmrg")
     except ImportError as exc:
-        raise RuntimeError(
+        raise StrategyUnavailableError(
             "strategy 'dmrg' needs adntn_lab.train.dmrg, which is not available in this "
             f"installation ({exc}); use strategy 'e2e' or 'fit-finetune'"
         ) from exc
     fn = getattr(mod, "dmrg_sweep", None)
     if fn is None:
-        raise RuntimeError(
+        raise StrategyUnavailableError(
             "adntn_lab.train.dmrg has no dmrg_sweep function; use strategy 'e2e' or "
             "'fit-finetune'"
         )
@@ -384,6 +403,12 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
 
+    if source is not None and config.strategy == "dmrg":
+        # local sweeps change bond dimensions and keep no resumable position: start again
+        say(f"strategy 'dmrg' cannot continue a run part-way; training {config.label} again "
+            "from the start")
+        source = None
+
     device = torch.device(config.device)
     extra_metrics: dict[str, Any] = {"strategy": config.strategy}
     state = None
@@ -455,8 +480,6 @@ def run_training(
 
     t0 = time.perf_counter()
     if config.strategy == "dmrg":
-        if source is not None:
-            raise ValueError("resuming is not supported for strategy 'dmrg'; start a new run")
         dmrg_sweep = _load_dmrg()
         model.to(device)
         history = dmrg_sweep(
@@ -474,6 +497,9 @@ def run_training(
         if not isinstance(history, History):
             raise TypeError("dmrg_sweep must return a History")
         state = None
+        # local sweeps adapt the bond dimensions: count the parameters again
+        counts.update(param_counts(model))
+        _refresh_summary(model, layers)
         if out is not None:
             save_checkpoint(ckpt_path, model, None, config=config.to_dict())
             write_json(out / "metrics.json", metrics_now(history, True))
