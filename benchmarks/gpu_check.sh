@@ -55,11 +55,11 @@ done
 mkdir -p "$SITE"
 if ((${#wheels[@]})); then
   printf '  %s\n' "${wheels[@]##*/}"
-  if "$PY" -m pip --version >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target "$SITE" "${wheels[@]}" \
-      2>&1 | grep -v "^WARNING: Target directory" || true
-  else  # no pip: a wheel is a zip archive laid out for site-packages
-    for w in "${wheels[@]}"; do "$PY" -m zipfile -e "$w" "$SITE"; done
+  if ! "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target "$SITE" \
+      "${wheels[@]}" >"$RESULTS/pip_install.log" 2>&1; then
+    # no pip, or pip refused: a wheel is a zip archive laid out for site-packages
+    echo "  pip install failed or is missing (see $RESULTS/pip_install.log); unpacking instead"
+    for w in "${wheels[@]}"; do "$PY" -m zipfile -e "$w" "$SITE" || exit 3; done
   fi
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
