@@ -68,10 +68,88 @@ def _canonical(inputs, output, size_dict):
     for term in (*inputs, output):
         for ix in term:
             labels.setdefault(ix, len(labels))
-    c_in = tuple(tuple(labels[ix] for ix in term) for term in inputs)
-    c_out = tuple(labels[ix] for ix in output)
+    sym = ctg.get_symbol
+    c_in = tuple(tuple(sym(labels[ix]) for ix in term) for term in inputs)
+    c_out = tuple(sym(labels[ix]) for ix in output)
     sizes = tuple(size_dict[ix] for ix in labels)
     return c_in, c_out, sizes
+
+
+# one element read or written costs about as much time as this many multiply-adds (CPU/GPU
+# memory bandwidth against arithmetic throughput, in round numbers)
+_TRAFFIC = 8.0
+# contractions summing over fewer elements than this run below peak arithmetic rate
+_FULL_RATE_EXTENT = 32.0
+
+
+def roofline_score(tree) -> float:
+    """Estimated run time of a tree, in multiply-add units.
+
+    Each pairwise step costs its multiply-adds at a rate that grows with the extent summed
+    over (a 4x4 gate applied to a large state is memory bound, a 64x64 block is not), plus the
+    elements it reads and writes.
+    """
+    score = 0.0
+    for node, left, right in tree.traverse():
+        madds = float(tree.get_flops(node))
+        out = float(tree.get_size(node))
+        extent = madds / max(out, 1.0)
+        rate = min(1.0, extent / _FULL_RATE_EXTENT)
+        score += madds / rate + _TRAFFIC * (tree.get_size(left) + tree.get_size(right) + out)
+    return score
+
+
+def block_path(inputs, size_dict, max_block: int, min_state: int = 1 << 14):
+    """SSA path that first merges neighbouring small tensors (gates) into blocks of at most
+    ``max_block`` elements, then applies the blocks one by one to the single large tensor.
+
+    Returns None when the group is not one large tensor plus small ones.
+    """
+    sizes = [math.prod(size_dict[ix] for ix in term) for term in inputs]
+    big = max(range(len(sizes)), key=sizes.__getitem__)
+    if sizes[big] < min_state or any(s > max_block for k, s in enumerate(sizes) if k != big):
+        return None
+    path, blocks = [], []
+    nxt = len(inputs)
+    cur, cur_inds = None, None
+    for k, term in enumerate(inputs):
+        if k == big:
+            continue
+        inds = set(term)
+        if cur is not None and cur_inds & inds and math.prod(
+                size_dict[ix] for ix in cur_inds ^ inds) <= max_block:
+            path.append((cur, k))
+            cur, cur_inds = nxt, cur_inds ^ inds
+            nxt += 1
+            continue
+        if cur is not None:
+            blocks.append(cur)
+        cur, cur_inds = k, inds
+    if cur is not None:
+        blocks.append(cur)
+    state = big
+    for b in blocks:
+        path.append((state, b))
+        state = nxt
+        nxt += 1
+    return path
+
+
+def _best_tree(c_in, c_out, sd, optimize):
+    """cotengra's tree, or a gate-blocking tree when the roofline model prefers it."""
+    tree = ctg.array_contract_tree(c_in, c_out, sd, optimize=_optimizer(optimize))
+    if optimize not in (None, "auto") or len(c_in) < 3:
+        return tree
+    best, best_score = tree, roofline_score(tree)
+    for max_block in (256, 1024, 4096, 16384):
+        path = block_path(c_in, sd, max_block)
+        if path is None:
+            break
+        cand = ctg.ContractionTree.from_path(c_in, c_out, sd, ssa_path=path)
+        score = roofline_score(cand)
+        if score < best_score:
+            best, best_score = cand, score
+    return best
 
 
 def contraction_tree(inputs, output, size_dict, optimize="auto") -> ctg.ContractionTree:
@@ -97,8 +175,8 @@ def contraction_tree(inputs, output, size_dict, optimize="auto") -> ctg.Contract
             _STATS["hits"] += 1
             return tree
     _STATS["misses"] += 1
-    sd = dict(enumerate(sizes))
-    tree = ctg.array_contract_tree(c_in, c_out, sd, optimize=_optimizer(optimize))
+    sd = {ctg.get_symbol(i): d for i, d in enumerate(sizes)}
+    tree = _best_tree(c_in, c_out, sd, optimize)
     with _LOCK:
         _TREES[key] = tree
     return tree
