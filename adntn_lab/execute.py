@@ -73,6 +73,9 @@ class Program:
         self._trees = [g.tree(self.size_dict, optimize) for g in plan.groups]
         self._sliced: dict = {}
         self._fused: dict = {}
+        #: recompute large groups in the backward pass: "auto", True or False
+        self.recompute = "auto"
+        self._recompute_choice: dict = {}
 
     # ------------------------------------------------------------------ structure
     @property
@@ -154,6 +157,9 @@ class Program:
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
             if capture:
                 out = self._contract_stepwise(group, tree, ops, captures)
+            elif hook is None:
+                front[group.key] = self._apply(tree, ops, group, self.activations[group.stage])
+                continue
             else:
                 out = _contract(tree, ops, group)
             if hook is not None:
@@ -165,13 +171,43 @@ class Program:
             last, mg = self.groups[-1], self.matrix_group()
             ops = [arrays[k] if k in arrays else front.pop(k) for k in last.operands]
             ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, mg.shapes)]
-            w = ar.do("reshape", mg.tree.contract(ops), (self.tz.padded_out, self.tz.padded_in))
-            w = self.activations[last.stage](w)
+            w = self._apply(mg.tree, ops, None, self.activations[last.stage])
+            w = ar.do("reshape", w, (self.tz.padded_out, self.tz.padded_in))
             return w[: self.tz.out_features, : self.tz.in_features]
         wp = front.pop(self.plan.final_key)
         wp = _transpose_to(wp, self.plan.final_inds, self.tz.physical_inds)
         result = wp if physical else self.tz.to_matrix(wp)
         return (result, captures) if capture else result
+
+    def _apply(self, tree, ops, group, activation):
+        """Contract one group and activate it; with torch autograd, recompute the group's
+        intermediates in the backward pass instead of keeping them when they are large."""
+        def fn(*arrays):
+            if group is None or len(arrays) > 1:
+                out = tree.contract(list(arrays))
+            else:
+                out = _contract(tree, list(arrays), group)
+            return activation(out)
+
+        if self.recompute and _needs_grad(ops) and self._worth_recomputing(tree):
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(fn, *ops, use_reentrant=False)
+        return fn(*ops)
+
+    def _worth_recomputing(self, tree) -> bool:
+        if self.recompute is True:
+            return True
+        key = id(tree)
+        if key not in self._recompute_choice:
+            steps = list(tree.traverse())
+            if not steps:
+                self._recompute_choice[key] = False
+            else:
+                out = tree.get_size(steps[-1][0])
+                kept = sum(tree.get_size(node) for node, _, _ in steps[:-1])
+                self._recompute_choice[key] = out >= _RECOMPUTE_MIN and kept >= 2 * out
+        return self._recompute_choice[key]
 
     def _contract_stepwise(self, group, tree, ops, captures):
         if len(ops) == 1:
@@ -270,6 +306,20 @@ class _FusedGroup:
         self.x_shape = (batch, *(sizes[n] for n in in_legs))
         self.output = ("batch", *out_legs)
         self.tree = contraction_tree([*self.inputs, self.x_inds], self.output, sizes, optimize)
+
+
+# groups whose output has fewer elements than this are never recomputed
+_RECOMPUTE_MIN = 1 << 16
+
+
+def _needs_grad(ops) -> bool:
+    return any(getattr(op, "requires_grad", False) for op in ops) and _grad_enabled()
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _contract(tree, ops, group):

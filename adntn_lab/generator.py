@@ -180,7 +180,7 @@ class Generator:
                 # e.g. ReLU of an all-negative group: flip one core so the subtree is alive
                 params[names[0]] = -params[names[0]]
                 out = -out
-            rms = float(np.sqrt(np.mean(np.square(out))))
+            rms = float(np.sqrt(np.mean(np.square(out, dtype=np.float64))))
             if not np.isfinite(rms) or rms == 0.0:
                 return out
             factor = rms ** (-1.0 / len(names))
@@ -188,12 +188,18 @@ class Generator:
                 params[n] = params[n] * factor
             return out / rms
 
-        self.program.run(params, hook=hook)
+        # float32 is plenty for choosing scales and halves the memory traffic of big networks;
+        # each core belongs to one group, so rescaling the float64 masters after their group
+        # has run leaves the rest of this pass unaffected
+        def single(values):
+            return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
+
+        self.program.run(single(params), hook=hook)
         names = trainable(self.program.groups[-1])
         if not names:
             return
         for _ in range(4):  # one pass is exact when the last activation is homogeneous
-            std = float(np.std(self.program.run(params)))
+            std = float(np.std(self.program.run(single(params)), dtype=np.float64))
             if not np.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-6:
                 break
             factor = (target / std) ** (1.0 / len(names))

@@ -175,6 +175,11 @@ import resource, sys, torch, adntn_lab as al
 def rss_kb():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * 4
+# warm up the code paths (lazy imports, thread pools) on a small generator first
+small = al.build('brickwall', 64, 64, depth=3)
+sa = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not small.cores[k].constant)
+      for k, v in small.params.items()}}
+small.program.run(sa).sum().backward()
 gen = al.build('brickwall', {n}, {n}, depth=3)
 arrays = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
           for k, v in gen.params.items()}}
