@@ -69,3 +69,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 pytest.fail(f"{reason}; CI=true, so browser tests may not be skipped",
                             pytrace=False)
             pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run each test with one torch thread: the suite's layers are small, and on a shared
+    two-core machine a second thread mostly spins waiting for the first."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
