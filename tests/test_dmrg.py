@@ -53,3 +53,25 @@ def test_no_mpo_layer_is_a_clear_error():
     data = load_dataset("digits", flatten=True)
     with pytest.raises(ValueError, match="no MPO layer"):
         dmrg_sweep(FC2(in_features=64, hidden=16), data, sweeps=1, progress=False)
+
+
+def test_checkpoint_of_a_swept_model_loads_into_a_fresh_one(tmp_path):
+    from adntn_lab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", flatten=True)
+
+    def fresh():
+        return compress_model(FC2(in_features=64, hidden=64), "mpo", include=["fc1"],
+                              bond_dim=2, min_params=10)
+
+    model = fresh()
+    dmrg_sweep(model, data, sweeps=1, lr=1e-2, bond_dim=5, local_steps=5, progress=False)
+    path = tmp_path / "swept.safetensors"
+    save_checkpoint(path, model, None, config={})
+    other = fresh()
+    other.load_state_dict(load_checkpoint(path).model_state)
+    x = data.test.tensors[0][:16]
+    model.eval(), other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), model(x))

@@ -39,6 +39,32 @@ class GeneratedWeight(nn.Module):
             self.register_buffer(f"const_{name}", torch.as_tensor(
                 generator.params[name], dtype=dtype, device=device).clone())
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # MPO sweeps with rank adaptation change bond dimensions: take them from the saved
+        # cores so that such a checkpoint loads into a freshly built layer
+        gen = self.generator
+        if gen.family == "mpo":
+            shapes = {n: tuple(state_dict[prefix + "cores." + n].shape)
+                      for n in gen.trainable_names if prefix + "cores." + n in state_dict}
+            if shapes and any(shapes[n] != gen.cores[n].shape for n in shapes):
+                self._rebuild_mpo(shapes)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _rebuild_mpo(self, shapes: dict) -> None:
+        from ..topologies import build_mpo
+
+        n = self.generator.tensorization.n_sites
+        dims = [shapes[f"A{k}"][-1] for k in range(n - 1)]
+        gen = Generator(build_mpo(self.generator.tensorization, bond_dim=dims), None,
+                        calibrate=False, optimize=self.generator.program.optimize)
+        ref = next(iter(self.cores.values()))
+        self.generator = gen
+        self.cores = nn.ParameterDict({
+            name: nn.Parameter(torch.zeros(gen.cores[name].shape, dtype=ref.dtype,
+                                           device=ref.device))
+            for name in gen.trainable_names
+        })
+
     def arrays(self) -> dict[str, torch.Tensor]:
         """Every core by name, trainable and constant."""
         out = dict(self.cores.items())

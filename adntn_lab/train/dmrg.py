@@ -104,7 +104,7 @@ def _rebuild(layer: ADNTNLinear, cores: list[np.ndarray]) -> None:
         gen.params[f"A{k}"] = np.asarray(c, dtype=np.float64)
     p = next(layer.generated.parameters())
     layer.generated = GeneratedWeight(gen, device=p.device, dtype=p.dtype)
-    layer._choice.clear()
+    layer._choice.clear()  # the cheaper schedule may differ at the new ranks
 
 
 def dmrg_sweep(model: nn.Module, data, *, layers=None, sweeps: int = 2, lr: float = 1e-2,
