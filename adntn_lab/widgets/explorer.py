@@ -1,0 +1,413 @@
+"""``CompressionExplorer``: accuracy against parameters over a sweep of generators.
+
+The widget runs a small sweep (families x bond dimensions on one model and dataset, plus the
+dense model and the MPO and low-rank baselines) in a background thread, or loads the rows of an
+earlier sweep (a list of dicts or a ``results.jsonl`` written by
+:func:`adntn_lab.train.run_sweep`). It plots test accuracy against the number of trainable
+parameters on a log axis, marks the Pareto front (no other point has at most as many
+parameters and at least the accuracy, one of them strictly), and shows the configuration of the
+point the user clicks; :attr:`CompressionExplorer.selected_generator` returns its generator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import traitlets
+
+from ..generator import Generator, build
+from ..topologies import FAMILIES
+from ._common import ActionWidget, describe_error, json_safe, static_file
+
+__all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
+
+BASELINES = ("dense", "mpo", "lowrank")
+_DEFAULT_SETTINGS = {
+    "dataset": "digits",
+    "model": "fc2",
+    "families": ["ttn", "mera", "brickwall"],
+    "bond_dims": [2, 4],
+    "baselines": list(BASELINES),
+    "epochs": 3,
+    "lr": 3e-3,
+    "batch_size": 64,
+    "hidden": 64,
+    "seed": 0,
+}
+
+
+def pareto_front(params, accuracy) -> list[int]:
+    """Indices of the points on the Pareto front (fewest parameters, highest accuracy).
+
+    A point is on the front when no other point has ``params <= p`` and ``accuracy >= a`` with
+    at least one inequality strict. Points with a missing or non-finite value are never on it.
+
+    Parameters
+    ----------
+    params, accuracy : sequence of float, same length
+
+    Returns
+    -------
+    list of int
+        Front indices ordered by increasing parameters (ties in input order).
+    """
+    if len(params) != len(accuracy):
+        raise ValueError(f"params and accuracy differ in length ({len(params)} vs "
+                         f"{len(accuracy)})")
+
+    def ok(v):
+        return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+    valid = [i for i in range(len(params)) if ok(params[i]) and ok(accuracy[i])]
+    order = sorted(valid, key=lambda i: (params[i], -accuracy[i], i))
+    front: list[int] = []
+    best = -math.inf
+    k = 0
+    while k < len(order):
+        j = k
+        while j < len(order) and params[order[j]] == params[order[k]]:
+            j += 1
+        group = order[k:j]
+        top = accuracy[group[0]]
+        if top > best:
+            front += [i for i in group if accuracy[i] == top]
+            best = top
+        k = j
+    return front
+
+
+def _kind(family) -> str:
+    if family in (None, "dense", "none"):
+        return "dense"
+    return "baseline" if family in ("mpo", "lowrank") else "generator"
+
+
+def normalise_point(row: dict) -> dict:
+    """One result row in the explorer's form.
+
+    Needs ``params`` and ``test_acc``; reads ``family`` (None or ``"dense"`` for the dense
+    model), ``bond_dim``, ``compression``, ``in_features``/``out_features`` (or a
+    ``compressed_layers`` list with ``shape``), ``options``, ``activation``, ``key`` and
+    ``run_dir`` when present.
+    """
+    if not isinstance(row, dict):
+        raise TypeError(f"a result row is a dict, got {type(row).__name__}")
+    missing = [k for k in ("params", "test_acc") if k not in row]
+    if missing:
+        raise ValueError(f"result row {row.get('key', row)!r} lacks {missing}; each row needs "
+                         "'params' and 'test_acc' (and usually 'family' and 'bond_dim')")
+    family = row.get("family")
+    family = None if family in (None, "dense", "none") else str(family).lower()
+    point = {
+        "key": row.get("key") or (f"{family}-chi{row.get('bond_dim')}" if family else "dense"),
+        "family": family or "dense",
+        "kind": _kind(family),
+        "bond_dim": row.get("bond_dim") if family else None,
+        "params": float(row["params"]),
+        "test_acc": None if row["test_acc"] is None else float(row["test_acc"]),
+        "compression": row.get("compression"),
+        "options": dict(row.get("options") or {}),
+        "activation": row.get("activation"),
+        "seed": row.get("seed", 0),
+        "run_dir": row.get("run_dir"),
+    }
+    shape = None
+    if row.get("in_features") and row.get("out_features"):
+        shape = [int(row["out_features"]), int(row["in_features"])]
+    else:
+        for layer in row.get("compressed_layers") or []:
+            if layer.get("shape"):
+                s = list(layer["shape"])
+                shape = [int(s[0]), int(math.prod(s[1:]))]
+                break
+    if shape is None and row.get("run_dir"):
+        shape = _shape_from_run_dir(Path(row["run_dir"]))
+    point["shape"] = shape
+    return point
+
+
+def _shape_from_run_dir(run_dir: Path):
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        layers = json.loads(metrics.read_text()).get("compressed_layers") or []
+    except (OSError, json.JSONDecodeError):
+        return None
+    for layer in layers:
+        if layer.get("shape"):
+            s = list(layer["shape"])
+            return [int(s[0]), int(math.prod(s[1:]))]
+    return None
+
+
+def _read_rows(results) -> list[dict]:
+    if isinstance(results, (str, Path)):
+        path = Path(results)
+        if not path.is_file():
+            raise ValueError(f"no results file at {path}; pass a results.jsonl written by "
+                             "run_sweep or a list of dicts")
+        from ..train.sweep import read_results
+
+        return read_results(path)
+    if isinstance(results, dict):
+        return [results]
+    return list(results)
+
+
+class CompressionExplorer(ActionWidget):
+    """Sweep generators and plot test accuracy against parameters, Pareto front marked.
+
+    Parameters
+    ----------
+    results : list of dict or path, optional
+        Rows of an earlier sweep (each with ``family``, ``bond_dim``, ``params``,
+        ``test_acc``; see :func:`normalise_point`) or a ``results.jsonl`` path.
+    layer_shape : (out_features, in_features), optional
+        Shape of the compressed layer, for ``selected_generator`` of loaded rows that do not
+        record it.
+    **settings
+        The sweep that Run performs: ``dataset`` ("digits"), ``model`` ("fc2"), ``families``,
+        ``bond_dims``, ``baselines`` (any of "dense", "mpo", "lowrank"), ``epochs``, ``lr``,
+        ``batch_size``, ``hidden`` (FC-2 width), ``seed``.
+
+    Attributes
+    ----------
+    points : list of dict
+        One per result, in the order they came.
+    front : list of int
+        Indices of ``points`` on the Pareto front, by increasing parameters.
+    selected : int
+        Index of the selected point (-1 for none); the browser sets it on a click.
+    selected_generator : Generator or None
+    """
+
+    _esm = static_file("explorer.js")
+    _css = static_file("explorer.css")
+
+    points = traitlets.List().tag(sync=True)
+    front = traitlets.List().tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+    selection = traitlets.Dict().tag(sync=True)
+    settings = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("idle").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    choices = traitlets.Dict().tag(sync=True)
+
+    _actions = {"run": "run", "stop": "stop"}
+
+    def __init__(self, results=None, *, layer_shape=None, **settings):
+        unknown = set(settings) - set(_DEFAULT_SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: "
+                            f"{', '.join(_DEFAULT_SETTINGS)}")
+        super().__init__()
+        self._generators: dict[int, Generator] = {}
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self.layer_shape = list(layer_shape) if layer_shape is not None else None
+        self.choices = {"families": [f for f in FAMILIES if f not in ("mpo", "lowrank")],
+                        "baselines": list(BASELINES)}
+        self.settings = json_safe({**_DEFAULT_SETTINGS, **settings})
+        self._check_settings(self.settings)
+        if results is not None:
+            self.add_results(results)
+
+    # ------------------------------------------------------------------ public
+    def add_results(self, results) -> None:
+        """Add result rows (list of dicts, one dict or a ``results.jsonl`` path)."""
+        new = [normalise_point(r) for r in _read_rows(results)]
+        self._add_points(new)
+
+    @property
+    def selected_point(self) -> dict | None:
+        return self.points[self.selected] if 0 <= self.selected < len(self.points) else None
+
+    @property
+    def selected_generator(self) -> Generator | None:
+        """The generator of the selected point: the trained one for points of a sweep run
+        here, a freshly built one of the same structure for loaded rows; None for the dense
+        model or when nothing is selected."""
+        point = self.selected_point
+        if point is None or point["kind"] == "dense":
+            return None
+        if self.selected in self._generators:
+            return self._generators[self.selected]
+        shape = point.get("shape") or self.layer_shape
+        if shape is None:
+            raise ValueError(f"point {point['key']!r} does not record the layer shape; pass "
+                             "layer_shape=(out_features, in_features) to the explorer")
+        gen = build(point["family"], int(shape[1]), int(shape[0]),
+                    **_build_options(point))
+        self._generators[self.selected] = gen
+        return gen
+
+    def run(self, **settings) -> None:
+        """Run the sweep in a background thread; points appear as they finish."""
+        if self._thread is not None and self._thread.is_alive():
+            raise ValueError("a sweep is already running; press Stop first")
+        merged = {**self.settings, **settings}
+        self._check_settings(merged)
+        self.settings = json_safe(merged)
+        self._stop_event = threading.Event()
+        self.error = ""
+        self.status = "running"
+        self._thread = threading.Thread(target=self._sweep, args=(dict(merged),
+                                                                   self._stop_event),
+                                        name="adntn-explorer-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sweep after the current training step."""
+        self._stop_event.set()
+        if self._thread is not None and self._thread.is_alive():
+            self.status = "stopping"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the sweep thread ends; True if it has ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    # ------------------------------------------------------------------ traits
+    @traitlets.observe("selected")
+    def _on_selected(self, change):
+        with self._guard("select"):
+            k = change["new"]
+            if k != -1 and not 0 <= k < len(self.points):
+                self.selected = change["old"] if -1 <= change["old"] < len(self.points) else -1
+                raise ValueError(f"no point {k}; there are {len(self.points)} points")
+            self._describe_selection()
+            self.error = ""
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _check_settings(s: dict) -> None:
+        fams = s.get("families") or []
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown families {bad}; choose from {', '.join(FAMILIES)}")
+        bad = [b for b in s.get("baselines") or [] if b not in BASELINES]
+        if bad:
+            raise ValueError(f"unknown baselines {bad}; choose from {', '.join(BASELINES)}")
+        dims = s.get("bond_dims") or []
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0
+                           for d in dims):
+            raise ValueError(f"bond_dims must be a non-empty list of positive integers, got "
+                             f"{dims!r}")
+        for k in ("epochs", "batch_size"):
+            v = s.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+
+    def _add_points(self, new: list[dict], generators=None) -> None:
+        with self._lock:
+            start = len(self.points)
+            for k, gen in enumerate(generators or []):
+                if gen is not None:
+                    self._generators[start + k] = gen
+            points = list(self.points) + new
+            for i, p in enumerate(points):
+                p["index"] = i
+            front = pareto_front([p["params"] for p in points], [p["test_acc"] for p in points])
+            on = set(front)
+            for i, p in enumerate(points):
+                p["pareto"] = i in on
+            with self.hold_sync():
+                self.points = json_safe(points)
+                self.front = front
+            if self.selected >= 0:
+                self._describe_selection()
+
+    def _describe_selection(self) -> None:
+        p = self.selected_point
+        if p is None:
+            self.selection = {}
+            return
+        others = [q for q in self.points if q is not p]
+        dominated_by = [q["key"] for q in others
+                        if _dominates(q, p)]
+        self.selection = json_safe({
+            **{k: p.get(k) for k in ("key", "family", "kind", "bond_dim", "params", "test_acc",
+                                     "compression", "options", "activation", "seed", "run_dir",
+                                     "pareto")},
+            "shape": p.get("shape") or (self.layer_shape if p["kind"] != "dense" else None),
+            "dominated_by": dominated_by,
+            "has_generator": p["kind"] != "dense",
+        })
+
+    def _sweep(self, s: dict, stop_event: threading.Event) -> None:
+        from ..data import load_dataset
+        from ..nn.compress import adntn_layers
+        from ..train.runs import RunConfig, run_training
+
+        try:
+            data = load_dataset(s["dataset"])
+            jobs: list[tuple[str | None, int | None]] = []
+            if "dense" in (s.get("baselines") or []):
+                jobs.append((None, None))
+            fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
+                                                    if b != "dense"]
+            for fam in dict.fromkeys(fams):
+                if fam == "brickwall":  # no bond dimension: one point (its depth is fixed)
+                    jobs.append((fam, None))
+                else:
+                    jobs += [(fam, int(bd)) for bd in s["bond_dims"]]
+            for n, (fam, bd) in enumerate(jobs, start=1):
+                if stop_event.is_set():
+                    break
+                label = "dense" if fam is None else (f"{fam} χ={bd}" if bd else fam)
+                self.message = f"[{n}/{len(jobs)}] training {label}…"
+                config = RunConfig(model=s["model"], dataset=s["dataset"], family=fam,
+                                   bond_dim=bd or 4, epochs=s["epochs"], lr=float(s["lr"]),
+                                   batch_size=s["batch_size"], seed=int(s.get("seed", 0)),
+                                   hidden=s.get("hidden") if s["model"] == "fc2" else None)
+                result = run_training(config, None, data=data, progress=False, log=None,
+                                      stop_event=stop_event)
+                if stop_event.is_set() and not result.metrics.get("complete"):
+                    break
+                layers = result.metrics.get("compressed_layers") or []
+                key = "dense" if fam is None else (f"{fam}-chi{bd}" if bd else fam)
+                row = {"key": key, "family": fam,
+                       "bond_dim": bd, "params": result.metrics["params"]["trainable"],
+                       "test_acc": result.metrics.get("final", {}).get("test_acc"),
+                       "compressed_layers": layers, "seed": config.seed,
+                       "activation": config.activation}
+                before = sum(int(r.get("params_before", 0)) for r in layers)
+                after = sum(int(r.get("params_after", 0)) for r in layers)
+                row["compression"] = before / after if after else None
+                point = normalise_point(row)
+                generated = adntn_layers(result.model)
+                gen = next(iter(generated.values())).export_generator() if generated else None
+                self._add_points([point], [gen])
+            stopped = stop_event.is_set()
+            self.status = "stopped" if stopped else "finished"
+            self.message = (f"stopped after {len(self.points)} points" if stopped else
+                            f"sweep finished: {len(self.points)} points")
+        except Exception as exc:  # shown in the widget; the points so far stay
+            self.status = "error"
+            self.error = describe_error("sweep", exc)
+
+
+def _dominates(q: dict, p: dict) -> bool:
+    if q["params"] is None or q["test_acc"] is None or p["test_acc"] is None:
+        return False
+    return (q["params"] <= p["params"] and q["test_acc"] >= p["test_acc"]
+            and (q["params"] < p["params"] or q["test_acc"] > p["test_acc"]))
+
+
+def _build_options(point: dict) -> dict:
+    opts = dict(point.get("options") or {})
+    bd = point.get("bond_dim")
+    if point["family"] == "lowrank":
+        opts.setdefault("rank", bd or 4)
+    elif point["family"] != "brickwall" and bd:
+        opts["bond_dim"] = bd
+    if point.get("activation") and point["family"] not in ("mpo", "lowrank"):
+        opts["activation"] = point["activation"]
+    opts["seed"] = point.get("seed") or 0
+    return opts

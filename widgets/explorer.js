@@ -1,0 +1,226 @@
+// CompressionExplorer front end: sweep settings, Run / Stop, accuracy-vs-parameters scatter
+// (log x) with the Pareto front, and the selected point's configuration.
+//
+// Traits read: points, front, selection, settings, status, message, choices, error.
+// Traits written: selected, settings. Messages: {action: "run"}, {action: "stop"}.
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const COLORS = { ttn: "#1f77b4", attn: "#17becf", mera: "#9467bd", brickwall: "#2ca02c",
+  custom: "#8c564b", mpo: "#ff7f0e", lowrank: "#d62728", dense: "#222222" };
+const WIDTH = 620;
+const HEIGHT = 360;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  // arrow keys on sliders and drop-downs belong to them, not to JupyterLab's shortcuts
+  if ((tag === "input" && attrs.type === "range") || tag === "select") node.setAttribute("data-lm-suppress-shortcuts", "true");
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (v !== undefined && v !== null) node.setAttribute(k, v);
+  }
+  return node;
+}
+
+function marker(p, x, y, r) {
+  const color = COLORS[p.family] || "#7f7f7f";
+  if (p.kind === "dense") {
+    const pts = [];
+    for (let i = 0; i < 10; i++) {
+      const a = -Math.PI / 2 + i * Math.PI / 5, rr = i % 2 ? r * 0.5 : r * 1.3;
+      pts.push(`${x + rr * Math.cos(a)},${y + rr * Math.sin(a)}`);
+    }
+    return svg("polygon", { points: pts.join(" "), fill: color });
+  }
+  if (p.family === "mpo") return svg("rect", { x: x - r, y: y - r, width: 2 * r, height: 2 * r, fill: color });
+  if (p.family === "lowrank") return svg("polygon", { points: `${x},${y - r * 1.2} ${x + r * 1.1},${y + r * 0.8} ${x - r * 1.1},${y + r * 0.8}`, fill: color });
+  return svg("circle", { cx: x, cy: y, r, fill: color });
+}
+
+function render({ model, el: root }) {
+  root.classList.add("adntn-widget", "adntn-explorer");
+  const familyBoxes = el("span", { class: "adntn-checks" });
+  const baselineBoxes = el("span", { class: "adntn-checks" });
+  const dims = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-bond-dims", title: "bond dimensions, e.g. 2,4" });
+  const epochs = el("input", { type: "number", min: 1, class: "adntn-num", "data-testid": "explorer-epochs" });
+  const runBtn = el("button", { text: "▶ Run sweep", "data-testid": "explorer-run", onclick: () => model.send({ action: "run" }) });
+  const stopBtn = el("button", { text: "■ Stop", "data-testid": "explorer-stop", onclick: () => model.send({ action: "stop" }) });
+  const status = el("span", { class: "adntn-message", "data-testid": "explorer-status" });
+  const plot = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, class: "adntn-scatter", "data-testid": "explorer-plot" });
+  const legend = el("div", { class: "adntn-legend" });
+  const detail = el("div", { class: "adntn-detail", "data-testid": "explorer-selection" });
+  const table = el("table", { class: "adntn-table", "data-testid": "explorer-table" });
+  const error = el("div", { class: "adntn-error", "data-testid": "explorer-error" });
+
+  root.append(
+    el("div", { class: "adntn-row" },
+      el("span", { class: "adntn-label", text: "families" }), familyBoxes,
+      el("span", { class: "adntn-label", text: "baselines" }), baselineBoxes),
+    el("div", { class: "adntn-row" },
+      el("label", { class: "adntn-inline" }, "bond dims ", dims),
+      el("label", { class: "adntn-inline" }, "epochs ", epochs), runBtn, stopBtn, status),
+    el("div", { class: "adntn-cols" }, el("div", {}, plot, legend), detail),
+    el("details", { class: "adntn-points" }, el("summary", { text: "all points" }), table),
+    error,
+  );
+
+  const updateSettings = (patch) => {
+    model.set("settings", { ...model.get("settings"), ...patch });
+    model.save_changes();
+  };
+  dims.addEventListener("change", () => updateSettings({ bond_dims: dims.value.split(/[ ,]+/).filter(Boolean).map((x) => parseInt(x, 10)).filter((x) => !Number.isNaN(x)) }));
+  epochs.addEventListener("change", () => updateSettings({ epochs: Math.max(1, parseInt(epochs.value, 10) || 1) }));
+
+  function checks(target, names, key) {
+    const current = new Set(model.get("settings")[key] || []);
+    target.replaceChildren(...names.map((n) => {
+      const box = el("input", { type: "checkbox", checked: current.has(n), "data-testid": `explorer-${key}-${n}` });
+      box.addEventListener("change", () => {
+        const now = new Set(model.get("settings")[key] || []);
+        if (box.checked) now.add(n); else now.delete(n);
+        updateSettings({ [key]: names.filter((x) => now.has(x)) });
+      });
+      return el("label", { class: "adntn-check" }, box, n);
+    }));
+  }
+
+  function showSettings() {
+    const s = model.get("settings") || {};
+    const c = model.get("choices") || {};
+    checks(familyBoxes, c.families || [], "families");
+    checks(baselineBoxes, c.baselines || [], "baselines");
+    if (dims !== document.activeElement) dims.value = (s.bond_dims || []).join(",");
+    if (epochs !== document.activeElement) epochs.value = s.epochs ?? 1;
+  }
+
+  function showStatus() {
+    const st = model.get("status");
+    status.textContent = `${st}${model.get("message") ? " — " + model.get("message") : ""}`;
+    runBtn.disabled = st === "running" || st === "stopping";
+    stopBtn.disabled = !(st === "running");
+    const err = model.get("error");
+    error.textContent = err || "";
+    error.style.display = err ? "" : "none";
+  }
+
+  function showPlot() {
+    const points = (model.get("points") || []).filter((p) => p.params > 0 && p.test_acc !== null);
+    const sel = model.get("selected");
+    plot.replaceChildren();
+    const m = { l: 52, r: 14, t: 14, b: 40 };
+    plot.append(svg("rect", { x: m.l, y: m.t, width: WIDTH - m.l - m.r, height: HEIGHT - m.t - m.b, class: "adntn-plot-bg" }));
+    if (!points.length) {
+      plot.append(svg("text", { x: WIDTH / 2, y: HEIGHT / 2, class: "adntn-empty", text: "no points yet: press Run sweep" }));
+      legend.replaceChildren();
+      return;
+    }
+    const lx = points.map((p) => Math.log10(p.params));
+    let [x0, x1] = [Math.floor(Math.min(...lx) * 2) / 2 - 0.1, Math.ceil(Math.max(...lx) * 2) / 2 + 0.1];
+    const accs = points.map((p) => p.test_acc);
+    let [y0, y1] = [Math.min(...accs), Math.max(...accs)];
+    const pad = Math.max((y1 - y0) * 0.12, 0.02);
+    y0 = Math.max(0, y0 - pad); y1 = Math.min(1, y1 + pad);
+    if (y1 <= y0) y1 = y0 + 0.05;
+    const sx = (v) => m.l + (Math.log10(v) - x0) / (x1 - x0) * (WIDTH - m.l - m.r);
+    const sy = (a) => HEIGHT - m.b - (a - y0) / (y1 - y0) * (HEIGHT - m.t - m.b);
+    const count = (v) => (v >= 1e6 ? `${+(v / 1e6).toPrecision(3)}M` : v >= 1e3 ? `${+(v / 1e3).toPrecision(3)}k` : String(v));
+    const fewDecades = x1 - x0 <= 2.5;
+    for (let d = Math.floor(x0); d <= Math.ceil(x1); d++) {
+      for (const k of [1, 2, 5]) {
+        const v = k * 10 ** d, lv = Math.log10(v);
+        if (lv < x0 || lv > x1) continue;
+        plot.append(svg("line", { x1: sx(v), x2: sx(v), y1: m.t, y2: HEIGHT - m.b, class: k === 1 ? "adntn-grid" : "adntn-grid adntn-minor" }));
+        if (k === 1 || fewDecades) plot.append(svg("text", { x: sx(v), y: HEIGHT - m.b + 14, class: "adntn-tick", text: count(v) }));
+      }
+    }
+    const step = (y1 - y0) > 0.3 ? 0.1 : (y1 - y0) > 0.12 ? 0.05 : 0.02;
+    for (let a = Math.ceil(y0 / step) * step; a <= y1 + 1e-9; a += step) {
+      plot.append(svg("line", { x1: m.l, x2: WIDTH - m.r, y1: sy(a), y2: sy(a), class: "adntn-grid" }));
+      plot.append(svg("text", { x: m.l - 5, y: sy(a) + 3, class: "adntn-tick adntn-tick-y", text: `${(100 * a).toFixed(0)}%` }));
+    }
+    plot.append(svg("text", { x: (m.l + WIDTH - m.r) / 2, y: HEIGHT - 6, class: "adntn-axis-label", text: "trainable parameters (log scale)" }));
+    plot.append(svg("text", { x: 12, y: HEIGHT / 2, class: "adntn-axis-label", transform: `rotate(-90 12 ${HEIGHT / 2})`, text: "test accuracy" }));
+    // dense accuracy as a reference line
+    for (const p of points.filter((q) => q.kind === "dense")) {
+      plot.append(svg("line", { x1: m.l, x2: WIDTH - m.r, y1: sy(p.test_acc), y2: sy(p.test_acc), class: "adntn-dense-line" }));
+    }
+    // Pareto front as a staircase
+    const all = model.get("points") || [];
+    const front = (model.get("front") || []).map((i) => all[i]).filter(Boolean);
+    if (front.length) {
+      let d = `M ${sx(front[0].params)} ${sy(front[0].test_acc)}`;
+      for (let i = 1; i < front.length; i++) d += ` H ${sx(front[i].params)} V ${sy(front[i].test_acc)}`;
+      d += ` H ${WIDTH - m.r}`;
+      plot.append(svg("path", { d, class: "adntn-front" }));
+    }
+    for (const p of points) {
+      const x = sx(p.params), y = sy(p.test_acc);
+      const g = svg("g", { class: `adntn-point${p.pareto ? " adntn-pareto" : ""}${p.index === sel ? " adntn-selected" : ""}`, "data-index": p.index, "data-key": p.key });
+      if (p.pareto) g.append(svg("circle", { cx: x, cy: y, r: 9, class: "adntn-ring" }));
+      g.append(marker(p, x, y, 5.5));
+      g.append(svg("title", { text: `${p.key}: ${p.params.toLocaleString()} params, ${(100 * p.test_acc).toFixed(1)}%${p.pareto ? " (Pareto front)" : ""}` }));
+      g.addEventListener("click", () => { model.set("selected", p.index); model.save_changes(); });
+      plot.append(g);
+    }
+    const fams = [...new Set(points.map((p) => p.family))];
+    legend.replaceChildren(...fams.map((f) => el("span", { class: "adntn-legend-item" },
+      el("span", { class: "adntn-swatch", style: `background:${COLORS[f] || "#7f7f7f"}` }), f)),
+      el("span", { class: "adntn-legend-item" }, el("span", { class: "adntn-swatch adntn-ring-swatch" }), "Pareto front"));
+    showTable();
+  }
+
+  function showTable() {
+    const points = model.get("points") || [];
+    const head = el("tr", {}, ...["key", "family", "χ", "params", "test acc", "compression", "front"].map((h) => el("th", { text: h })));
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...points.map((p) => {
+      const tr = el("tr", { class: p.index === model.get("selected") ? "adntn-current" : "" },
+        el("td", { text: p.key }), el("td", { text: p.family }), el("td", { text: p.bond_dim ?? "–" }),
+        el("td", { text: p.params.toLocaleString() }), el("td", { text: p.test_acc === null ? "–" : `${(100 * p.test_acc).toFixed(1)}%` }),
+        el("td", { text: p.compression ? `${p.compression.toFixed(1)}×` : "–" }), el("td", { text: p.pareto ? "●" : "" }));
+      tr.addEventListener("click", () => { model.set("selected", p.index); model.save_changes(); });
+      return tr;
+    })));
+  }
+
+  function showSelection() {
+    const s = model.get("selection") || {};
+    if (!s.key) { detail.replaceChildren(el("div", { class: "adntn-empty-text", text: "click a point to see its configuration" })); return; }
+    const row = (k, v) => el("tr", {}, el("th", { text: k }), el("td", { text: v }));
+    detail.replaceChildren(
+      el("div", { class: "adntn-sel-title", text: s.key }),
+      el("table", { class: "adntn-kv" },
+        row("family", s.family), row("bond dim", s.bond_dim ?? "–"),
+        row("parameters", (s.params ?? 0).toLocaleString()),
+        row("test accuracy", s.test_acc === null ? "–" : `${(100 * s.test_acc).toFixed(2)}%`),
+        row("layer compression", s.compression ? `${s.compression.toFixed(1)}×` : "–"),
+        row("layer shape", s.shape ? s.shape.join("×") : "–"),
+        row("Pareto front", s.pareto ? "yes" : `no (dominated by ${(s.dominated_by || []).join(", ")})`),
+        row("options", JSON.stringify(s.options || {}))),
+      el("div", { class: "adntn-hint", text: s.has_generator ? "explorer.selected_generator gives this generator" : "dense model: no generator" }),
+    );
+  }
+
+  const handlers = {
+    "change:settings": showSettings, "change:choices": showSettings,
+    "change:status": showStatus, "change:message": showStatus, "change:error": showStatus,
+    "change:points": showPlot, "change:front": showPlot,
+    "change:selected": () => { showPlot(); },
+    "change:selection": showSelection,
+  };
+  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+  showSettings(); showStatus(); showPlot(); showSelection();
+  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+}
+
+export default { render };
