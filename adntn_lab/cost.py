@@ -246,8 +246,10 @@ class _FusedView:
 
 
 def cost_report(gen, *, batch_size=None, schedule="auto", memory_limit=None,
-                dtype="float32") -> CostReport:
+                dtype="float32", optimize=None) -> CostReport:
     """Build the :class:`CostReport` of a generator (see :meth:`Generator.cost`)."""
+    if optimize is not None:
+        gen = gen.with_optimizer(optimize)
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
     if dtype not in _ITEMSIZE:

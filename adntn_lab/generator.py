@@ -206,6 +206,16 @@ class Generator:
             for n in names:
                 params[n] = params[n] * factor
 
+    def with_optimizer(self, optimize) -> Generator:
+        """The same generator (sharing its values) planned with another path optimiser:
+        ``"auto"``, ``"greedy"``, ``"optimal"``, ``"hyper"`` or a cotengra optimizer."""
+        import copy
+
+        other = copy.copy(self)
+        other.program = Program(self.program.plan, self.tensorization, self.activations,
+                                optimize)
+        return other
+
     def weight(self, backend: str = "numpy", params: dict | None = None, *, device=None,
                dtype=None, memory_limit=None):
         """Generate ``W`` of shape (out_features, in_features).
@@ -238,15 +248,29 @@ class Generator:
         return self.program.run(self.params, physical=True)
 
     def cost(self, batch_size: int | None = None, schedule: str = "auto", *,
-             memory_limit: int | None = None, dtype: str = "float32"):
+             memory_limit: int | None = None, dtype: str = "float32", optimize=None):
         """Cost report of generating ``W`` (and applying it to a batch).
 
-        See :class:`adntn_lab.cost.CostReport`.
+        Parameters
+        ----------
+        batch_size : int, optional
+            Rows of the input batch; without it only generation is costed.
+        schedule : {"auto", "materialize", "fused"}
+        memory_limit : int, optional
+            Bytes; groups over it are sliced (or refused with :class:`MemoryLimitError`).
+        dtype : str
+            Element type the bytes are counted in.
+        optimize : str or cotengra optimizer, optional
+            Cost the plan of another path optimiser instead of this generator's own.
+
+        Returns
+        -------
+        CostReport
         """
         from .cost import cost_report
 
         return cost_report(self, batch_size=batch_size, schedule=schedule,
-                           memory_limit=memory_limit, dtype=dtype)
+                           memory_limit=memory_limit, dtype=dtype, optimize=optimize)
 
     def draw(self, ax=None, **kwargs):
         """Matplotlib figure of the network: stages coloured, physical legs labelled."""

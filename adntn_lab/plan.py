@@ -141,7 +141,10 @@ def _best_tree(c_in, c_out, sd, optimize):
     if optimize not in (None, "auto") or len(c_in) < 3:
         return tree
     best, best_score = tree, roofline_score(tree)
-    for max_block in (256, 1024, 4096, 16384):
+    greedy = ctg.array_contract_tree(c_in, c_out, sd, optimize="greedy")
+    if roofline_score(greedy) < best_score:
+        best, best_score = greedy, roofline_score(greedy)
+    for max_block in (16, 64, 256, 1024, 4096, 16384):  # 16: one 2x2x2x2 gate at a time
         path = block_path(c_in, sd, max_block)
         if path is None:
             break
