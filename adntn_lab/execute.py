@@ -151,29 +151,19 @@ class Program:
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}
         captures: list[Capture] = []
-        direct = not (capture or hook or physical or memory_limit)
-        groups = self.groups[:-1] if direct else self.groups
-        for group, tree in zip(groups, trees):
+        for group, tree in zip(self.groups, trees):
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
+            act = self.activations[group.stage]
+            if not (capture or hook):
+                front[group.key] = self._apply(tree, ops, group, act)
+                continue
             if capture:
                 out = self._contract_stepwise(group, tree, ops, captures)
-            elif hook is None:
-                front[group.key] = self._apply(tree, ops, group, self.activations[group.stage])
-                continue
             else:
                 out = _contract(tree, ops, group)
             if hook is not None:
                 out = hook(group, out)
-            front[group.key] = self.activations[group.stage](out)
-        if direct:
-            # contract the last group straight into (o_1..o_N, i_1..i_N) order: W needs no
-            # further transposition
-            last, mg = self.groups[-1], self.matrix_group()
-            ops = [arrays[k] if k in arrays else front.pop(k) for k in last.operands]
-            ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, mg.shapes)]
-            w = self._apply(mg.tree, ops, None, self.activations[last.stage])
-            w = ar.do("reshape", w, (self.tz.padded_out, self.tz.padded_in))
-            return w[: self.tz.out_features, : self.tz.in_features]
+            front[group.key] = act(out)
         wp = front.pop(self.plan.final_key)
         wp = _transpose_to(wp, self.plan.final_inds, self.tz.physical_inds)
         result = wp if physical else self.tz.to_matrix(wp)
@@ -183,11 +173,7 @@ class Program:
         """Contract one group and activate it; with torch autograd, recompute the group's
         intermediates in the backward pass instead of keeping them when they are large."""
         def fn(*arrays):
-            if group is None or len(arrays) > 1:
-                out = tree.contract(list(arrays))
-            else:
-                out = _contract(tree, list(arrays), group)
-            return activation(out)
+            return activation(_contract(tree, list(arrays), group))
 
         if self.recompute and _needs_grad(ops) and self._worth_recomputing(tree):
             from torch.utils.checkpoint import checkpoint
