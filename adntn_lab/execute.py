@@ -75,6 +75,7 @@ class Program:
         self._fused: dict = {}
         #: recompute large groups in the backward pass: "auto", True or False
         self.recompute = "auto"
+        self.last_placement: tuple[str, str] | None = None
         self._recompute_choice: dict = {}
 
     # ------------------------------------------------------------------ structure
@@ -146,7 +147,8 @@ class Program:
         W : array, shape (out_features, in_features)
             Or ``(W, captures)`` with ``capture=True``.
         """
-        check_arrays(arrays, "Program.run")
+        #: (backend, device) of the last run, e.g. ("torch", "cpu") or ("cupy", "cuda:0")
+        self.last_placement = check_arrays(arrays, "Program.run")
         itemsize = _itemsize(next(iter(arrays.values())))
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}

@@ -171,10 +171,12 @@ def bench_training(names, repeat):
 
 
 _MEMORY_CHILD = r"""
-import resource, sys, torch, adntn_lab as al
-def rss_kb():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * 4
+import gc, torch, adntn_lab as al
+def status_kb(key):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
 # warm up the code paths (lazy imports, thread pools) on a small generator first
 small = al.build('brickwall', 64, 64, depth=3)
 sa = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not small.cores[k].constant)
@@ -183,11 +185,13 @@ small.program.run(sa).sum().backward()
 gen = al.build('brickwall', {n}, {n}, depth=3)
 arrays = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
           for k, v in gen.params.items()}}
-import gc; gc.collect()
-base = rss_kb()
+gc.collect()
+with open('/proc/self/clear_refs', 'w') as f:  # restart the high-water mark here
+    f.write('5')
+base = status_kb('VmRSS')
 w = gen.program.run(arrays)
 w.sum().backward()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status_kb('VmHWM')
 print(base, peak, w.numel() * 4)
 """
 
