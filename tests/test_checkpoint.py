@@ -16,15 +16,6 @@ from adntn_lab.train import TrainState, fit, load_checkpoint, save_checkpoint
 from adntn_lab.train import checkpoint as ckpt_mod
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small layers: one thread is fastest and unaffected by a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_data(n=160, d=10, classes=4):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n + 40, d, generator=g)

@@ -20,16 +20,6 @@ from adntn_lab.train import load_checkpoint
 from adntn_lab.train import runs as runs_mod
 from adntn_lab.train import sweep as sweep_mod
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small layers: one thread is fastest and immune to a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DIGITS = [
     "--dataset",
     "digits",

@@ -8,6 +8,7 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+from designs import CUSTOM
 
 import adntn_lab as al
 
@@ -31,31 +32,6 @@ FAMILY_CASES = [
 LINEAR_FAMILIES = {"mpo", "lowrank"}
 
 # a small custom design: three stages, several groups per stage, a tensor that waits a stage
-CUSTOM = {
-    "format": "adntn-graph/1",
-    "in_features": 20,
-    "out_features": 12,
-    "out_modes": [2, 2, 3, 1],
-    "in_modes": [3, 2, 2, 2],
-    "cores": [
-        {"name": "a", "stage": 0, "sites": [0]},
-        {"name": "b", "stage": 0, "sites": [1]},
-        {"name": "c", "stage": 0, "sites": [2]},
-        {"name": "d", "stage": 0, "sites": [3]},
-        {"name": "m", "stage": 1, "sites": []},
-        {"name": "n", "stage": 1, "sites": []},
-        {"name": "t", "stage": 2, "sites": []},
-    ],
-    "bonds": [
-        {"u": "a", "v": "b", "dim": 3},
-        {"u": "a", "v": "m", "dim": 2},
-        {"u": "b", "v": "m", "dim": 2},
-        {"u": "c", "v": "n", "dim": 3},
-        {"u": "m", "v": "t", "dim": 2},
-        {"u": "n", "v": "t", "dim": 2},
-        {"u": "d", "v": "t", "dim": 3},
-    ],
-}
 
 
 def dense_from_physical(t, out_modes, in_modes, out_features, in_features):

@@ -16,15 +16,6 @@ from adntn_lab.train import History, TrainState, evaluate, fit
 from adntn_lab.train.loop import epoch_order
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small layers: one thread is fastest and unaffected by a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")

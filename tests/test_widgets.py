@@ -88,11 +88,13 @@ def test_static_files_prefer_the_installed_copy(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_es_modules_parse():
+    from adntn_lab.widgets._common import widget_module
+
     for name in ("designer", "inspector", "trainer", "explorer"):
-        path = static_file(f"{name}.js")
         res = subprocess.run(["node", "--input-type=module", "--check"],
-                             input=path.read_text(), capture_output=True, text=True)
-        assert res.returncode == 0, f"{path}: {res.stderr}"
+                             input=widget_module(name), capture_output=True, text=True)
+        assert res.returncode == 0, f"{name}: {res.stderr}"
+        assert widget_module(name).count("function el(") == 1  # helpers come from common.js
 
 
 # ---------------------------------------------------------------------------- designer

@@ -7,34 +7,10 @@
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22", "#17becf"];
-const SVGNS = "http://www.w3.org/2000/svg";
 const WIDTH = 720;
 const HEIGHT = 420;
 const R = 11;           // core radius in pixels
 const LEG = 26;         // physical-leg stub length in pixels
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  // arrow keys on sliders and drop-downs belong to them, not to JupyterLab's shortcuts
-  if ((tag === "input" && attrs.type === "range") || tag === "select") node.setAttribute("data-lm-suppress-shortcuts", "true");
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c) node.append(c);
-  return node;
-}
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(SVGNS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else if (v !== undefined && v !== null) node.setAttribute(k, v);
-  }
-  return node;
-}
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const stageColor = (s) => PALETTE[((s % 10) + 10) % 10];

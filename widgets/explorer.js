@@ -4,34 +4,10 @@
 // Traits read: points, front, selection, settings, status, message, choices, error.
 // Traits written: selected, settings. Messages: {action: "run"}, {action: "stop"}.
 
-const SVGNS = "http://www.w3.org/2000/svg";
 const COLORS = { ttn: "#1f77b4", attn: "#17becf", mera: "#9467bd", brickwall: "#2ca02c",
   custom: "#8c564b", mpo: "#ff7f0e", lowrank: "#d62728", dense: "#222222" };
 const WIDTH = 620;
 const HEIGHT = 360;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  // arrow keys on sliders and drop-downs belong to them, not to JupyterLab's shortcuts
-  if ((tag === "input" && attrs.type === "range") || tag === "select") node.setAttribute("data-lm-suppress-shortcuts", "true");
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(SVGNS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") node.textContent = v;
-    else if (v !== undefined && v !== null) node.setAttribute(k, v);
-  }
-  return node;
-}
 
 function marker(p, x, y, r) {
   const color = COLORS[p.family] || "#7f7f7f";

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ..generator import Generator, build
-from .linear import GeneratedWeight
+from .linear import GeneratedLayer, GeneratedWeight
 
 __all__ = ["ADNTNConv2d", "check_conv_options"]
 
@@ -38,7 +38,7 @@ def check_conv_options(groups, padding_mode, padding, stride) -> None:
                              "as numbers for strided convolutions")
 
 
-class ADNTNConv2d(nn.Module):
+class ADNTNConv2d(GeneratedLayer):
     """Drop-in replacement for :class:`torch.nn.Conv2d` (groups=1, zero padding).
 
     Parameters
@@ -81,21 +81,7 @@ class ADNTNConv2d(nn.Module):
                              f"channel {self.kernel_size} kernel over {in_channels} channels "
                              f"needs ({out_channels}, {fan_in})")
         self.generated = GeneratedWeight(generator, device=device, dtype=dtype)
-        if bias:
-            bound = 1.0 / math.sqrt(fan_in)
-            self.bias = nn.Parameter(torch.empty(out_channels, device=device,
-                                                 dtype=dtype).uniform_(-bound, bound))
-        else:
-            self.register_parameter("bias", None)
-        self.fit_error: float | None = None
-
-    @property
-    def generator(self) -> Generator:
-        return self.generated.generator
-
-    @property
-    def cores(self) -> nn.ParameterDict:
-        return self.generated.cores
+        self._init_bias(bias, out_channels, fan_in, device, dtype)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -111,9 +97,6 @@ class ADNTNConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, topology={g.family}, "
                 f"params={g.num_params:,} (dense {dense:,}, {g.compression_ratio:,.1f}x)")
-
-    def export_generator(self) -> Generator:
-        return self.generated.export_generator()
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, topology: str = "ttn", *, fit_steps: int = 500,

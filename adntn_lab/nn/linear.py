@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ..generator import Generator, build
 
-__all__ = ["ADNTNLinear", "GeneratedWeight"]
+__all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight"]
 
 SCHEDULES = ("auto", "materialize", "fused")
 
@@ -87,7 +87,35 @@ class GeneratedWeight(nn.Module):
         return gen
 
 
-class ADNTNLinear(nn.Module):
+class GeneratedLayer(nn.Module):
+    """What the generated layers share: the cores, the generator, a default-init bias."""
+
+    generated: GeneratedWeight
+    fit_error: float | None
+
+    def _init_bias(self, bias: bool, size: int, fan_in: int, device, dtype) -> None:
+        """PyTorch's default bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        if bias:
+            bound = 1.0 / math.sqrt(fan_in)
+            self.bias = nn.Parameter(torch.empty(size, device=device,
+                                                 dtype=dtype).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+        self.fit_error = None
+
+    @property
+    def generator(self) -> Generator:
+        return self.generated.generator
+
+    @property
+    def cores(self) -> nn.ParameterDict:
+        return self.generated.cores
+
+    def export_generator(self) -> Generator:
+        return self.generated.export_generator()
+
+
+class ADNTNLinear(GeneratedLayer):
     """Drop-in replacement for :class:`torch.nn.Linear` with a generated weight.
 
     Parameters
@@ -126,22 +154,8 @@ class ADNTNLinear(nn.Module):
         self.out_features = generator.out_features
         self.schedule = schedule
         self.generated = GeneratedWeight(generator, device=device, dtype=dtype)
-        if bias:
-            bound = 1.0 / math.sqrt(self.in_features)
-            self.bias = nn.Parameter(torch.empty(self.out_features, device=device,
-                                                 dtype=dtype).uniform_(-bound, bound))
-        else:
-            self.register_parameter("bias", None)
+        self._init_bias(bias, self.out_features, self.in_features, device, dtype)
         self._choice: dict[int, str] = {}
-        self.fit_error: float | None = None
-
-    @property
-    def generator(self) -> Generator:
-        return self.generated.generator
-
-    @property
-    def cores(self) -> nn.ParameterDict:
-        return self.generated.cores
 
     @property
     def weight(self) -> torch.Tensor:
@@ -182,9 +196,6 @@ class ADNTNLinear(nn.Module):
                 f"(dense {self.in_features * self.out_features:,}, "
                 f"{g.compression_ratio:,.1f}x), bias={self.bias is not None}, "
                 f"schedule={self.schedule}")
-
-    def export_generator(self) -> Generator:
-        return self.generated.export_generator()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, topology: str = "ttn", *, fit_steps: int = 500,

@@ -25,6 +25,8 @@ __all__ = [
     "ActionWidget",
     "describe_error",
     "static_file",
+    "widget_module",
+    "widget_styles",
     "figure_to_data_url",
     "array_to_png",
     "format_bytes",
@@ -55,6 +57,16 @@ def static_file(name: str) -> Path:
         f"widget file {name!r} is neither in {_PACKAGE / '_static'} (installed wheel) nor in "
         f"{_PACKAGE.parent / 'widgets'} (source checkout); reinstall adntn_lab"
     )
+
+
+def widget_module(name: str) -> str:
+    """ES module of a widget: the shared helpers (``common.js``) followed by ``<name>.js``."""
+    return static_file("common.js").read_text() + "\n" + static_file(f"{name}.js").read_text()
+
+
+def widget_styles(name: str) -> str:
+    """Stylesheet of a widget: the shared ``base.css`` followed by ``<name>.css``."""
+    return static_file("base.css").read_text() + "\n" + static_file(f"{name}.css").read_text()
 
 
 class ActionWidget(anywidget.AnyWidget):

@@ -27,7 +27,8 @@ from ._common import (
     format_bytes,
     format_count,
     json_safe,
-    static_file,
+    widget_module,
+    widget_styles,
 )
 
 __all__ = ["TopologyDesigner"]
@@ -184,8 +185,8 @@ class TopologyDesigner(ActionWidget):
     528
     """
 
-    _esm = static_file("designer.js")
-    _css = static_file("designer.css")
+    _esm = widget_module("designer")
+    _css = widget_styles("designer")
 
     mode = traitlets.Unicode("preset").tag(sync=True)
     preset = traitlets.Dict().tag(sync=True)

@@ -20,7 +20,7 @@ import traitlets
 
 from ..generator import Generator, build
 from ..topologies import FAMILIES
-from ._common import ActionWidget, describe_error, json_safe, static_file
+from ._common import ActionWidget, describe_error, json_safe, widget_module, widget_styles
 
 __all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
 
@@ -185,8 +185,8 @@ class CompressionExplorer(ActionWidget):
     selected_generator : Generator or None
     """
 
-    _esm = static_file("explorer.js")
-    _css = static_file("explorer.css")
+    _esm = widget_module("explorer")
+    _css = widget_styles("explorer")
 
     points = traitlets.List().tag(sync=True)
     front = traitlets.List().tag(sync=True)

@@ -30,7 +30,8 @@ from ._common import (
     format_count,
     json_safe,
     new_figure,
-    static_file,
+    widget_module,
+    widget_styles,
 )
 
 __all__ = ["ContractionInspector", "merged_cores", "compare_schedules"]
@@ -279,8 +280,8 @@ class ContractionInspector(ActionWidget):
         Rows of the schedule/optimiser comparison (after ``compare()``).
     """
 
-    _esm = static_file("inspector.js")
-    _css = static_file("inspector.css")
+    _esm = widget_module("inspector")
+    _css = widget_styles("inspector")
 
     summary = traitlets.Dict().tag(sync=True)
     groups = traitlets.List().tag(sync=True)

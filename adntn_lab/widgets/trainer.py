@@ -18,7 +18,14 @@ from torch import nn
 
 from ..nn.compress import adntn_layers
 from ..train.loop import OPTIMIZERS, TrainState, fit
-from ._common import ActionWidget, array_to_png, describe_error, json_safe, static_file
+from ._common import (
+    ActionWidget,
+    array_to_png,
+    describe_error,
+    json_safe,
+    widget_module,
+    widget_styles,
+)
 
 __all__ = ["LiveTrainer", "compression_info"]
 
@@ -113,8 +120,8 @@ class LiveTrainer(ActionWidget):
         Optimiser, position in the data and random state; Resume continues from it.
     """
 
-    _esm = static_file("trainer.js")
-    _css = static_file("trainer.css")
+    _esm = widget_module("trainer")
+    _css = widget_styles("trainer")
 
     status = traitlets.Unicode("idle").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
