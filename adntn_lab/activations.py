@@ -43,6 +43,11 @@ def _erf(x):
     return erf(x)
 
 
+def _flat(fn, x):
+    """Apply a torch kernel to a flat view: some kernels reject tensors with many small legs."""
+    return fn(x.reshape(-1)).reshape(x.shape)
+
+
 def _identity(x):
     return x
 
@@ -59,7 +64,7 @@ def _leaky_relu(x):
     if _is_torch(x):
         import torch.nn.functional as F
 
-        return F.leaky_relu(x, _LEAKY_SLOPE)
+        return _flat(lambda v: F.leaky_relu(v, _LEAKY_SLOPE), x)
     return _namespace(x).where(x > 0, x, _LEAKY_SLOPE * x)
 
 
@@ -75,7 +80,7 @@ def _gelu(x):
     if _is_torch(x):
         import torch.nn.functional as F
 
-        return F.gelu(x)
+        return _flat(F.gelu, x)
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
@@ -83,7 +88,7 @@ def _silu(x):
     if _is_torch(x):
         import torch.nn.functional as F
 
-        return F.silu(x)
+        return _flat(F.silu, x)
     return x / (1.0 + _namespace(x).exp(-x))
 
 

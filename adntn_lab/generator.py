@@ -198,6 +198,8 @@ class Generator:
         names = trainable(self.program.groups[-1])
         if not names:
             return
+        if self.activations[-1].is_identity:
+            self._center(names)
         for _ in range(4):  # one pass is exact when the last activation is homogeneous
             std = float(np.std(self.program.run(single(params)), dtype=np.float64))
             if not np.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-6:
@@ -205,6 +207,49 @@ class Generator:
             factor = (target / std) ** (1.0 / len(names))
             for n in names:
                 params[n] = params[n] * factor
+        self._balance()
+
+    def _balance(self) -> None:
+        """Give every trainable core the same RMS without changing ``W``.
+
+        Calibration leaves the whole output scale on the last stage (a root of RMS ~0.02 beside
+        leaves of RMS 1), and an optimiser such as Adam, whose steps have a fixed size per
+        entry, then moves that one core by tens of percent per step. When every activation is
+        positively homogeneous (``sigma(a x) = a sigma(x)`` for ``a > 0``) the scales can move
+        between cores freely: ``W(f_1 c_1, ..., f_n c_n) = (prod f) W(c)``.
+        """
+        if not all(a.positively_homogeneous for a in self.activations):
+            return
+        names = self.trainable_names
+        rms = {n: float(np.sqrt(np.mean(np.square(self.params[n])))) for n in names}
+        if not names or any(not np.isfinite(r) or r == 0.0 for r in rms.values()):
+            return
+        common = float(np.exp(np.mean([np.log(r) for r in rms.values()])))
+        for n in names:
+            self.params[n] = self.params[n] * (common / rms[n])
+
+    def _center(self, names: list[str]) -> None:
+        """Make ``W`` zero-mean, like a dense layer's default init.
+
+        With ReLU inside a tree every tensor entering the root is non-negative, so ``W`` would
+        carry a coherent mean: every output unit sees the mean of a non-negative input with the
+        same sign, and most units start dead behind the next ReLU. The mean of ``W`` is a linear
+        function ``<g, c>`` of each last-stage core ``c``; removing ``c``'s component along
+        ``g`` zeroes it.
+        """
+        import torch
+
+        core = max(names, key=lambda n: self.cores[n].size)
+        arrays = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))
+                  for k, v in self.params.items()}
+        arrays[core].requires_grad_(True)
+        w = self.program.run(arrays)
+        mean = w.mean()
+        mean.backward()
+        g = arrays[core].grad.double().numpy()
+        norm2 = float(np.sum(g * g))
+        if norm2 > 0.0 and np.isfinite(norm2):
+            self.params[core] = self.params[core] - (float(mean.detach()) / norm2) * g
 
     def with_optimizer(self, optimize) -> Generator:
         """The same generator (sharing its values) planned with another path optimiser:

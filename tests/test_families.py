@@ -382,3 +382,24 @@ def test_relu_generators_are_not_dead_at_init(family, options, shape):
         if not abs(float(np.std(W)) / target - 1.0) < 0.25:
             bad.append((seed, float(np.std(W))))
     assert not bad, f"seeds with a wrong initial scale (target {target:.4f}): {bad}"
+
+
+@pytest.mark.parametrize("family", ["ttn", "attn", "mera", "brickwall", "mpo", "lowrank"])
+def test_fresh_layer_is_alive_on_non_negative_inputs(family):
+    """Inputs after a ReLU have a positive mean; a fresh generated W must still send about half
+    of the units either way (a W with a coherent mean would start almost every unit dead)."""
+    gen = al.build(family, 400, 120, bond_dim=4)
+    w = gen.weight()
+    assert abs(w.mean()) < 1e-3 * w.std()
+    x = np.random.default_rng(0).uniform(0.0, 1.0, size=(512, 400))
+    positive = float(np.mean(x @ w.T > 0))
+    assert 0.2 < positive < 0.8, positive
+
+
+def test_core_scales_are_balanced_for_homogeneous_activations():
+    """With ReLU (positively homogeneous) every trainable core gets the same RMS, so that
+    optimisers with fixed-size steps move all cores alike; W keeps its calibrated std."""
+    gen = al.build("ttn", 400, 120, bond_dim=4, activation="relu")
+    rms = [float(np.sqrt(np.mean(gen.params[n] ** 2))) for n in gen.trainable_names]
+    np.testing.assert_allclose(rms, rms[0], rtol=1e-9)
+    np.testing.assert_allclose(gen.weight().std(), al.default_init_std(400), rtol=1e-6)
