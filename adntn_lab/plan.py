@@ -285,6 +285,7 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
     """
     check_indices(cores, physical)
     phys = set(physical)
+    site_order = {ix: k for k, ix in enumerate(physical)}
     front: dict[str, tuple[str, ...]] = {}
     groups: list[GroupPlan] = []
     for s in range(num_stages):
@@ -315,6 +316,9 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
                 for ix in inds:
                     if counts[ix] == 1 and ix not in output:
                         output.append(ix)
+            # bonds first, then physical legs in site order: the final tensor then needs no
+            # transposition before it is reshaped into W
+            output.sort(key=lambda ix: (ix in phys, site_order.get(ix, 0)))
             key = f"X{s}.{g}"
             groups.append(GroupPlan(
                 stage=s,

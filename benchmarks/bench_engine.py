@@ -233,7 +233,11 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small cases only, few repeats")
     p.add_argument("--only", nargs="*", default=None,
                    choices=["generation", "training", "memory", "ranking"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every side (default 1: on a shared machine a "
+                        "second thread mostly waits, which blurs every ratio)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     repeat = 2 if args.quick else 5
     parts = args.only or ["generation", "training", "memory", "ranking"]
