@@ -14,7 +14,8 @@ import autoray as ar
 
 from .activations import Activation
 from .backends import check_arrays
-from .plan import GroupPlan, Plan, contraction_tree
+from .circuits import GateChain, detect_gate_chain
+from .plan import GroupPlan, Plan, contraction_tree, tree_from_path
 from .tensorize import Tensorization
 
 __all__ = ["Program", "Capture", "MemoryLimitError"]
@@ -70,7 +71,19 @@ class Program:
         self.activations = list(activations)
         self.optimize = optimize
         self.size_dict = plan.size_dict
-        self._trees = [g.tree(self.size_dict, optimize) for g in plan.groups]
+        # groups that are one state plus a chain of neighbouring gates run as blocks of gates
+        # applied with batched matrix products (the auto optimiser only); their tree is the
+        # matching block tree, so that cost reports and captures describe what runs
+        self._chains = [
+            detect_gate_chain(g.inputs, g.output, self.size_dict)
+            if optimize in (None, "auto") else None
+            for g in plan.groups
+        ]
+        self._trees = [
+            tree_from_path(g.inputs, g.output, self.size_dict, chain.ssa_path())
+            if chain is not None else g.tree(self.size_dict, optimize)
+            for g, chain in zip(plan.groups, self._chains)
+        ]
         self._sliced: dict = {}
         self._fused: dict = {}
         #: recompute large groups in the backward pass: "auto", True or False
@@ -153,16 +166,17 @@ class Program:
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}
         captures: list[Capture] = []
-        for group, tree in zip(self.groups, trees):
+        chains = self._chains if memory_limit is None else [None] * len(self.groups)
+        for group, tree, chain in zip(self.groups, trees, chains):
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
             act = self.activations[group.stage]
             if not (capture or hook):
-                front[group.key] = self._apply(tree, ops, group, act)
+                front[group.key] = self._apply(chain or tree, ops, group, act)
                 continue
             if capture:
                 out = self._contract_stepwise(group, tree, ops, captures)
             else:
-                out = _contract(tree, ops, group)
+                out = _contract(chain or tree, ops, group)
             if hook is not None:
                 out = hook(group, out)
             front[group.key] = act(out)
@@ -186,6 +200,8 @@ class Program:
     def _worth_recomputing(self, tree) -> bool:
         if self.recompute is True:
             return True
+        if isinstance(tree, GateChain):
+            return True  # every block keeps a copy of the state for its backward pass
         key = id(tree)
         if key not in self._recompute_choice:
             steps = list(tree.traverse())
@@ -233,9 +249,11 @@ class Program:
         itemsize = _itemsize(x)
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}
-        for group, tree in zip(self.groups[:-1], trees[:-1]):
+        chains = self._chains if memory_limit is None else [None] * len(self.groups)
+        for group, tree, chain in zip(self.groups[:-1], trees[:-1], chains[:-1]):
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
-            front[group.key] = self.activations[group.stage](_contract(tree, ops, group))
+            front[group.key] = self._apply(chain or tree, ops, group,
+                                           self.activations[group.stage])
         last = self.groups[-1]
         fg = self.fused_group(batch)
         ops = [arrays[k] if k in arrays else front.pop(k) for k in last.operands]
@@ -311,6 +329,9 @@ def _grad_enabled() -> bool:
 
 
 def _contract(tree, ops, group):
+    """Contract a group's operands with its tree (or gate chain) into ``group.output`` order."""
+    if isinstance(tree, GateChain):
+        return tree.contract(ops)
     if len(ops) == 1:
         return _transpose_to(ops[0], group.inputs[0], group.output)
     return tree.contract(ops)

@@ -185,6 +185,23 @@ def contraction_tree(inputs, output, size_dict, optimize="auto") -> ctg.Contract
     return tree
 
 
+def tree_from_path(inputs, output, size_dict, ssa_path) -> ctg.ContractionTree:
+    """A cotengra tree that follows a given SSA path, cached like :func:`contraction_tree`."""
+    c_in, c_out, sizes = _canonical(inputs, output, size_dict)
+    key = (c_in, c_out, sizes, ("path", tuple(map(tuple, ssa_path))))
+    with _LOCK:
+        tree = _TREES.get(key)
+    if tree is not None:
+        _STATS["hits"] += 1
+        return tree
+    _STATS["misses"] += 1
+    sd = {ctg.get_symbol(i): d for i, d in enumerate(sizes)}
+    tree = ctg.ContractionTree.from_path(c_in, c_out, sd, ssa_path=ssa_path)
+    with _LOCK:
+        _TREES[key] = tree
+    return tree
+
+
 @dataclass
 class GroupPlan:
     """One connected group of one stage, contracted to one tensor and then activated.
