@@ -268,7 +268,11 @@ def cost_report(gen, *, batch_size=None, schedule="auto", memory_limit=None,
     if batch_size is not None and fused_ok and schedule in ("auto", "fused"):
         candidates = ["fused"] if schedule == "fused" else ["materialize", "fused"]
     reports = {c: _report(gen, batch_size, c, memory_limit, itemsize, dtype) for c in candidates}
-    best = min(reports.values(), key=lambda r: (r.total_flops, r.peak_bytes))
+    # fused must win clearly: on a tie, materializing W uses the faster per-group executors
+    # (gate chains) and one large matrix product
+    best = reports.get("materialize") or reports["fused"]
+    if "fused" in reports and reports["fused"].total_flops < 0.95 * best.total_flops:
+        best = reports["fused"]
     best.alternatives = {k: r.total_flops for k, r in reports.items()}
     return best
 
