@@ -76,7 +76,9 @@ def _add_family_options(p: argparse.ArgumentParser, *, with_family: bool) -> Non
         g.add_argument("--family", choices=FAMILY_CHOICES,
                        help="generator family of the compressed layers; 'dense' trains the "
                        "uncompressed model (default: ttn)")
-    g.add_argument("--bond-dim", type=_positive_int, help="bond dimension chi (default: 4)")
+    g.add_argument("--bond-dim", type=_positive_int,
+                   help="bond dimension chi (default: 4); the rank for lowrank, the depth for "
+                        "brickwall unless --depth is given")
     g.add_argument("--activation", help="activation between stages: identity, relu, leaky_relu, "
                    "tanh, gelu, silu (default: the family's, relu where it applies)")
     g.add_argument("--depth", type=_positive_int, help="brickwall: number of gate layers")

@@ -102,25 +102,54 @@ class Program:
             return self._trees
         key = (memory_limit, itemsize)
         if key not in self._sliced:
-            self._sliced[key] = [self._slice(g, t, memory_limit, itemsize)
-                                 for g, t in zip(self.groups, self._trees)]
+            self._sliced[key] = [self._slice(g, t, memory_limit, itemsize, base)
+                                 for g, t, base in zip(self.groups, self._trees,
+                                                       self.resident_elements())]
         return self._sliced[key]
 
-    def _slice(self, group, tree, memory_limit, itemsize):
+    def resident_elements(self) -> list[int]:
+        """Elements held outside each group while it runs: the cores of other groups, and
+        the tensors carried between stages that the group does not consume."""
+        sizes = {k: math.prod(self.size_dict[ix] for ix in inds)
+                 for g in self.groups for k, inds in zip(g.operands, g.inputs)
+                 if k in g.stage_cores}
+        cores = sum(sizes.values())
+        front: dict[str, int] = {}
+        out = []
+        for g in self.groups:
+            own = sum(sizes[k] for k in g.stage_cores)
+            out.append(cores - own + sum(v for k, v in front.items() if k not in g.operands))
+            for k in g.operands:
+                front.pop(k, None)
+            front[g.key] = math.prod(self.size_dict[ix] for ix in g.output)
+        return out
+
+    def minimum_memory(self, itemsize: int = 8) -> int:
+        """The smallest ``memory_limit`` (bytes) that every group can meet by slicing: what
+        is held meanwhile, plus the group's inputs and output."""
+        need = 0
+        for g, resident in zip(self.groups, self.resident_elements()):
+            operands = sum(math.prod(self.size_dict[ix] for ix in inds) for inds in g.inputs)
+            need = max(need, resident + operands + math.prod(self.size_dict[ix]
+                                                             for ix in g.output))
+        return need * itemsize
+
+    def _slice(self, group, tree, memory_limit, itemsize, resident):
         limit = int(memory_limit) // itemsize
         out_size = math.prod(self.size_dict[ix] for ix in group.output)
         in_size = sum(math.prod(self.size_dict[ix] for ix in inds) for inds in group.inputs)
-        peak = tree.peak_size()
-        if peak <= limit:
+        peak = tree.peak_size()  # the group's inputs and live intermediates
+        if resident + peak <= limit:
             return tree
-        if out_size + in_size > limit:
+        if resident + out_size + in_size > limit:
             raise MemoryLimitError(
                 f"stage {group.stage} group {group.group} needs at least "
-                f"{(out_size + in_size) * itemsize:,} bytes (its inputs and its output of "
-                f"{out_size:,} elements), but memory_limit allows {int(memory_limit):,} bytes; "
-                "raise memory_limit or choose a smaller bond dimension"
+                f"{(resident + out_size + in_size) * itemsize:,} bytes (its inputs, its output "
+                f"of {out_size:,} elements and the {resident:,} elements held meanwhile), but "
+                f"memory_limit allows {int(memory_limit):,} bytes; raise memory_limit or choose "
+                "a smaller bond dimension"
             )
-        target = max(1, limit - out_size - in_size)
+        target = max(1, limit - resident - out_size - in_size)
         try:
             sliced = tree.slice(target_size=target, allow_outer=False)
         except RuntimeError:  # cotengra ran out of indices to slice

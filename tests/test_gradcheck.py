@@ -89,7 +89,7 @@ def test_gradcheck_custom_graph():
 
 def test_gradcheck_sliced_execution():
     gen = al.build("ttn", 4, 4, bond_dim=16, n_sites=2, activation="identity")
-    limit = 430 * 8  # forces the root group to run in slices (see test_plan)
+    limit = gen.program.minimum_memory(8) + 30 * 8  # root group runs in slices (see test_plan)
     names = gen.trainable_names
     inputs = tuple(torch.as_tensor(gen.params[n], dtype=torch.float64).clone()
                    .requires_grad_(True) for n in names)

@@ -71,7 +71,9 @@ def test_unknown_optimizer_is_refused():
 def test_sliced_weight_equals_unsliced():
     gen = wide_ttn()
     W = gen.weight()
-    limit = 430 * 8  # bytes at float64: over inputs+output (400), under the peak
+    # bytes at float64: over what the root group needs at least (what is held meanwhile plus
+    # its inputs and output), under the unsliced peak
+    limit = gen.program.minimum_memory(8) + 30 * 8
     report = gen.cost(memory_limit=limit, dtype="float64")
     assert max(s.slices for s in report.stages) > 1
     assert gen.cost(dtype="float64").stages[-1].slices == 1
@@ -85,7 +87,7 @@ def test_sliced_weight_equals_unsliced():
 def test_sliced_nonlinear_stage_equals_unsliced():
     gen = al.from_graph(TRIANGLE, activation="tanh")
     W = gen.weight()
-    limit = 1100 * 8
+    limit = gen.program.minimum_memory(8) + 100 * 8
     report = gen.cost(memory_limit=limit, dtype="float64")
     assert report.stages[0].slices > 1 and report.stages[0].activation == "tanh"
     np.testing.assert_allclose(gen.weight(memory_limit=limit), W, rtol=1e-12, atol=1e-14)
@@ -97,16 +99,18 @@ def _bytes(msg):
 
 def test_memory_limit_refusal_gives_required_and_allowed_bytes():
     gen = wide_ttn()
-    # the root group holds U0 (4x16), U1 (4x16), R (16x16) and makes a 4x4 output
-    required = (4 * 16 + 4 * 16 + 16 * 16 + 4 * 4) * 8
+    # the root group takes X0.0 (4x16), X0.1 (4x16) and R (16x16) and makes a 4x4 output,
+    # while the leaves U0 (4x16) and U1 (4x16) stay held
+    required = (4 * 16 + 4 * 16 + 16 * 16 + 4 * 4 + 2 * 4 * 16) * 8
+    assert gen.program.minimum_memory(8) == required
     with pytest.raises(al.MemoryLimitError) as info:
-        gen.weight(memory_limit=1000)
+        gen.weight(memory_limit=4000)  # enough for the leaves, not for the root
     msg = str(info.value)
     assert isinstance(info.value, ValueError)
-    assert f"{required:,} bytes" in msg and "1,000 bytes" in msg
+    assert f"{required:,} bytes" in msg and "4,000 bytes" in msg
     assert "memory_limit" in msg
     with pytest.raises(al.MemoryLimitError) as info:
-        gen.cost(memory_limit=1000, dtype="float32")
+        gen.cost(memory_limit=2000, dtype="float32")
     assert f"{required // 2:,} bytes" in str(info.value)
 
 

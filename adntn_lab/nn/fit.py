@@ -67,13 +67,18 @@ def fit_to_weight(generated, target: torch.Tensor, *, steps: int = 500, lr: floa
         opt.zero_grad(set_to_none=True)
         diff = generated() - target
         loss = torch.sum(diff * diff) / norm2
+        value = float(loss.detach())
+        if best is None or value < best[0]:
+            # the loss belongs to the cores as they are now, before this step moves them
+            best = (value, {k: v.detach().clone() for k, v in generated.state_dict().items()})
         loss.backward()
         opt.step()
         sched.step()
-        value = float(loss.detach())
-        if best is None or value < best[0]:
-            best = (value, {k: v.detach().clone() for k, v in generated.state_dict().items()})
         bar.set_postfix(rel_err=f"{value ** 0.5:.4f}")
+    with torch.no_grad():
+        diff = generated() - target
+        if float(torch.sum(diff * diff) / norm2) < best[0]:
+            return relative_error(generated(), target)
     generated.load_state_dict(best[1])
     with torch.no_grad():
         return relative_error(generated(), target)

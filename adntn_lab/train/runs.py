@@ -181,6 +181,10 @@ class RunConfig:
         if self.family == "lowrank":
             opts.setdefault("rank", self.bond_dim)
             opts.pop("bond_dim")
+        elif self.family == "brickwall":
+            # gates have fixed 2x2x2x2 shape: the budget knob of a sweep is the depth
+            opts.setdefault("depth", self.bond_dim)
+            opts.pop("bond_dim")
         return opts
 
     def to_dict(self) -> dict[str, Any]:

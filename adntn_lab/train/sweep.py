@@ -118,7 +118,7 @@ def run_sweep(
     out_dir : path
     families : sequence of str
     bond_dims : sequence of int
-        For ``"lowrank"`` the bond dimension is the rank.
+        For ``"lowrank"`` the bond dimension is the rank, for ``"brickwall"`` the depth.
     seeds : sequence of int
     progress : bool
     log : callable or None

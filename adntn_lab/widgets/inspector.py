@@ -530,15 +530,9 @@ class ContractionInspector(ActionWidget):
 
 
 def _default_limit(generator: Generator, itemsize: int = 4) -> int:
-    """A memory limit (bytes) every group can meet: 10 % above the largest group's inputs plus
-    output, so that groups whose intermediates exceed it get sliced."""
-    program = generator.program
-    need = 0
-    for group in program.groups:
-        sizes = [math.prod(program.size_dict[ix] for ix in inds)
-                 for inds in (*group.inputs, group.output)]
-        need = max(need, sum(sizes))
-    return int(math.ceil(need * itemsize * 1.1))
+    """A memory limit (bytes) every group can meet: 10 % above the smallest one the plan
+    allows, so that groups whose intermediates exceed it get sliced."""
+    return int(math.ceil(generator.program.minimum_memory(itemsize) * 1.1))
 
 
 def _as_matrix(arr: np.ndarray) -> np.ndarray:
