@@ -43,7 +43,7 @@ TRAIN_DEFAULTS = {
     "data_seed": 0,
     "device": "cpu",
 }
-_OPTION_FLAGS = ("depth", "pattern", "rank", "n_cores", "lateral")
+_OPTION_FLAGS = ("depth", "pattern", "rank", "n_cores", "lateral", "n_sites")
 
 
 class CLIError(Exception):
@@ -85,6 +85,8 @@ def _add_family_options(p: argparse.ArgumentParser, *, with_family: bool) -> Non
     g.add_argument("--pattern", choices=("staircase", "brickwall"), help="brickwall: gate order")
     g.add_argument("--rank", type=_positive_int, help="lowrank: rank (default: the bond dim)")
     g.add_argument("--n-cores", type=_positive_int, help="mpo: number of cores")
+    g.add_argument("--n-sites", type=_positive_int,
+                   help="ttn/attn/mera/mpo: number of sites (physical legs)")
     g.add_argument("--lateral", action="store_true", default=None,
                    help="ttn/mera: add lateral mixing tensors")
 
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depth", type=_positive_int)
     g.add_argument("--pattern", choices=("staircase", "brickwall"))
     g.add_argument("--n-cores", type=_positive_int)
+    g.add_argument("--n-sites", type=_positive_int)
     g.add_argument("--lateral", action="store_true", default=None)
 
     p = sub.add_parser("demo", help="offline tour: costs of every family, a compressed FC-2 "

@@ -47,9 +47,16 @@ def plan_cache_info() -> dict:
     return {"hits": _STATS["hits"], "misses": _STATS["misses"], "size": len(_TREES)}
 
 
+_AUTO = None
+
+
 def _optimizer(optimize):
+    global _AUTO
     if optimize is None or optimize == "auto":
-        return "auto"
+        # no process pool: generators are also built inside worker processes (sweeps)
+        if _AUTO is None:
+            _AUTO = ctg.AutoOptimizer(parallel=False)
+        return _AUTO
     if optimize in ("greedy", "optimal"):
         return optimize
     if optimize == "hyper":

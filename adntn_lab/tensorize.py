@@ -246,11 +246,29 @@ def tensorize(out_features, in_features, *, n_sites=None, out_modes=None, in_mod
             f"for n_sites={n_sites}"
         )
     if out_modes is None:
-        out_modes = balanced_factors(out_features, n_sites)
+        out_modes = _spread(balanced_factors(out_features, n_sites), offset=0.0)
     if in_modes is None:
         # pair large output factors with small input factors so that site dims stay even
-        in_modes = tuple(reversed(balanced_factors(in_features, n_sites)))
+        in_modes = _spread(tuple(reversed(balanced_factors(in_features, n_sites))), offset=0.5)
     return Tensorization(out_features, in_features, tuple(out_modes), tuple(in_modes))
+
+
+def _spread(factors: tuple[int, ...], offset: float) -> tuple[int, ...]:
+    """Spread the non-trivial factors evenly over the sites.
+
+    With more sites than a feature count has factors, the rest are 1; left together they
+    would put every output factor on one end of the network and every input factor on the
+    other, and a tree or chain would then couple rows and columns through a single bond.
+    """
+    n = len(factors)
+    real = [f for f in factors if f > 1]
+    if len(real) in (0, n):
+        return factors
+    out = [1] * n
+    step = n / len(real)
+    for j, f in enumerate(real):
+        out[min(n - 1, int((j + offset) * step))] = f
+    return tuple(out)
 
 
 def qubit_tensorization(out_features, in_features) -> Tensorization:

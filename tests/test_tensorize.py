@@ -147,3 +147,13 @@ def test_weight_is_crop_of_padded_physical_tensor():
     np.testing.assert_allclose(
         gen.weight(), dense_from_physical(t, tz.out_modes, tz.in_modes, 33, 17), rtol=1e-12
     )
+
+
+def test_trivial_factors_are_spread_so_rows_and_columns_meet_everywhere():
+    """With more sites than factors, output and input factors alternate along the sites
+    instead of filling one end each (which would couple rows and columns through one bond)."""
+    tz = al.tensorize(256, 784, n_sites=16)
+    assert all(o > 1 for o in tz.out_modes[0::2]) and all(i > 1 for i in tz.in_modes[1::2])
+    assert np.prod(tz.out_modes) >= 256 and np.prod(tz.in_modes) >= 784
+    w = al.build("ttn", 784, 256, bond_dim=2, n_sites=16).weight()
+    assert np.linalg.matrix_rank(w) > 4  # a half/half split would cap the rank at chi

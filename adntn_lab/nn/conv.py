@@ -103,7 +103,7 @@ class ADNTNConv2d(GeneratedLayer):
                   lr: float = 0.02, **build_options) -> ADNTNConv2d:
         """Compress a trained :class:`torch.nn.Conv2d`; ``.fit_error`` holds the relative
         Frobenius error reached."""
-        from .fit import fit_to_weight
+        from .fit import fit_to_weight, warn_if_poor
 
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv needs an nn.Conv2d, got {type(conv).__name__}")
@@ -117,4 +117,6 @@ class ADNTNConv2d(GeneratedLayer):
                 layer.bias.copy_(conv.bias)
         layer.fit_error = fit_to_weight(layer.generated, p.detach().reshape(p.shape[0], -1),
                                         steps=fit_steps, lr=lr)
+        if fit_steps > 0:
+            warn_if_poor(layer.fit_error, "from_conv")
         return layer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["fit_to_weight", "relative_error"]
+__all__ = ["fit_to_weight", "relative_error", "warn_if_poor"]
 
 
 def relative_error(w_gen: torch.Tensor, target: torch.Tensor) -> float:
@@ -30,6 +30,21 @@ def _lowrank_svd(generated, target) -> bool:
         generated.cores["U"].copy_(torch.as_tensor(U))
         generated.cores["V"].copy_(torch.as_tensor(V))
     return True
+
+
+def warn_if_poor(error: float, what: str) -> None:
+    """Say so when a fit keeps little of the target: its weight is then mostly shrunk towards
+    zero, and the trained bias of the layer no longer matches it."""
+    if error > 0.9:
+        import warnings
+
+        warnings.warn(
+            f"{what}: the generator reaches a relative error of {error:.2f}, so the fitted "
+            "weight keeps little of the trained one; fine-tuning from here can start with dead "
+            "units. A larger bond dimension fits better, and training from the fresh init "
+            "(fit_steps=0) is usually the better start at this size.",
+            stacklevel=3,
+        )
 
 
 def fit_to_weight(generated, target: torch.Tensor, *, steps: int = 500, lr: float = 0.02,

@@ -213,7 +213,7 @@ class ADNTNLinear(GeneratedLayer):
             Adam steps on ``||W_gen - W||_F^2 / ||W||_F^2`` (0 keeps the random init).
         lr : float
         """
-        from .fit import fit_to_weight
+        from .fit import fit_to_weight, warn_if_poor
 
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
@@ -226,4 +226,6 @@ class ADNTNLinear(GeneratedLayer):
                 layer.bias.copy_(linear.bias)
         layer.fit_error = fit_to_weight(layer.generated, p.detach(), steps=fit_steps, lr=lr,
                                         verbose=verbose)
+        if fit_steps > 0:
+            warn_if_poor(layer.fit_error, "from_linear")
         return layer

@@ -55,7 +55,8 @@ __all__ = [
 
 STRATEGIES = ("e2e", "fit-finetune", "dmrg")
 DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2")}
-FAMILY_OPTIONS = ("depth", "pattern", "rank", "n_cores", "lateral")
+FAMILY_OPTIONS = ("depth", "pattern", "rank", "n_cores", "lateral", "n_sites", "in_modes",
+                  "out_modes")
 DENSE = ("dense", "none")
 # settings that may change between an interrupted run and its continuation
 _RESUMABLE_CHANGES = ("epochs", "device")
