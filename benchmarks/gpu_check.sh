@@ -49,7 +49,7 @@ for name in "${wanted[@]}"; do
   if [[ -e "${found[0]}" ]]; then
     wheels+=("${found[0]}")
   else
-    echo "missing wheel for $name in .whl/ (download it with pip download, see the README)" >&2
+    echo "missing wheel for $name in .whl/ (run: bash benchmarks/fetch_gpu_wheels.sh)" >&2
   fi
 done
 mkdir -p "$SITE"
