@@ -176,34 +176,32 @@ def contraction_tree(inputs, output, size_dict, optimize="auto") -> ctg.Contract
     optimize : str or cotengra optimizer
         ``"auto"`` (cotengra's preset), ``"greedy"``, ``"optimal"``, ``"hyper"`` or an object.
     """
-    c_in, c_out, sizes = _canonical(inputs, output, size_dict)
     okey = optimize if isinstance(optimize, str) or optimize is None else id(optimize)
-    key = (c_in, c_out, sizes, okey)
+    return _cached_tree(inputs, output, size_dict, okey,
+                        lambda c_in, c_out, sd: _best_tree(c_in, c_out, sd, optimize))
+
+
+def tree_from_path(inputs, output, size_dict, ssa_path) -> ctg.ContractionTree:
+    """A cotengra tree that follows a given SSA path, cached like :func:`contraction_tree`."""
+    return _cached_tree(
+        inputs, output, size_dict, ("path", tuple(map(tuple, ssa_path))),
+        lambda c_in, c_out, sd: ctg.ContractionTree.from_path(c_in, c_out, sd,
+                                                              ssa_path=ssa_path),
+    )
+
+
+def _cached_tree(inputs, output, size_dict, how, make) -> ctg.ContractionTree:
+    """Look a tree up by the group's canonical signature and ``how`` it was made, or make it
+    with ``make(canonical_inputs, canonical_output, canonical_sizes)``."""
+    c_in, c_out, sizes = _canonical(inputs, output, size_dict)
+    key = (c_in, c_out, sizes, how)
     with _LOCK:
         tree = _TREES.get(key)
         if tree is not None:
             _STATS["hits"] += 1
             return tree
     _STATS["misses"] += 1
-    sd = {ctg.get_symbol(i): d for i, d in enumerate(sizes)}
-    tree = _best_tree(c_in, c_out, sd, optimize)
-    with _LOCK:
-        _TREES[key] = tree
-    return tree
-
-
-def tree_from_path(inputs, output, size_dict, ssa_path) -> ctg.ContractionTree:
-    """A cotengra tree that follows a given SSA path, cached like :func:`contraction_tree`."""
-    c_in, c_out, sizes = _canonical(inputs, output, size_dict)
-    key = (c_in, c_out, sizes, ("path", tuple(map(tuple, ssa_path))))
-    with _LOCK:
-        tree = _TREES.get(key)
-    if tree is not None:
-        _STATS["hits"] += 1
-        return tree
-    _STATS["misses"] += 1
-    sd = {ctg.get_symbol(i): d for i, d in enumerate(sizes)}
-    tree = ctg.ContractionTree.from_path(c_in, c_out, sd, ssa_path=ssa_path)
+    tree = make(c_in, c_out, {ctg.get_symbol(i): d for i, d in enumerate(sizes)})
     with _LOCK:
         _TREES[key] = tree
     return tree
