@@ -20,6 +20,7 @@ from .tensorize import Tensorization
 
 __all__ = ["Program", "Capture", "MemoryLimitError"]
 
+
 class MemoryLimitError(ValueError):
     """A plan needs more memory than allowed and slicing cannot bring it under the limit."""
 
