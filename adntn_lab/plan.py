@@ -368,8 +368,3 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
             f"the final tensor has legs {final_inds}, expected the physical legs {physical}"
         )
     return Plan(groups, final_key, final_inds, dict(size_dict), num_stages)
-
-
-def group_sizes(group: GroupPlan, size_dict) -> list[int]:
-    """Number of elements of each operand of a group."""
-    return [math.prod(size_dict[ix] for ix in inds) for inds in group.inputs]
