@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import autoray as ar
-import numpy as np
+
+from .backends import array_namespace
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "resolve_stage_activations"]
 
@@ -21,16 +22,6 @@ _LEAKY_SLOPE = 0.01
 
 def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
-
-
-def _namespace(x):
-    """The array namespace (numpy or cupy) of a non-torch array."""
-    backend = ar.infer_backend(x)
-    if backend == "cupy":
-        import cupy
-
-        return cupy
-    return np
 
 
 def _erf(x):
@@ -57,7 +48,7 @@ def _relu(x):
         import torch
 
         return torch.relu(x)
-    return _namespace(x).maximum(x, 0)
+    return array_namespace(x).maximum(x, 0)
 
 
 def _leaky_relu(x):
@@ -65,7 +56,7 @@ def _leaky_relu(x):
         import torch.nn.functional as F
 
         return _flat(lambda v: F.leaky_relu(v, _LEAKY_SLOPE), x)
-    return _namespace(x).where(x > 0, x, _LEAKY_SLOPE * x)
+    return array_namespace(x).where(x > 0, x, _LEAKY_SLOPE * x)
 
 
 def _tanh(x):
@@ -73,7 +64,7 @@ def _tanh(x):
         import torch
 
         return torch.tanh(x)
-    return _namespace(x).tanh(x)
+    return array_namespace(x).tanh(x)
 
 
 def _gelu(x):
@@ -89,7 +80,7 @@ def _silu(x):
         import torch.nn.functional as F
 
         return _flat(F.silu, x)
-    return x / (1.0 + _namespace(x).exp(-x))
+    return x / (1.0 + array_namespace(x).exp(-x))
 
 
 _BUILTIN: dict[str, Callable] = {

@@ -307,6 +307,15 @@ def to_backend(params: Mapping, backend: str, *, device=None, dtype=None) -> dic
 
 
 # ---------------------------------------------------------------------- what arrays are
+def array_namespace(array):
+    """The array module (numpy or cupy) of a numpy or CuPy array."""
+    if type(array).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
 def backend_of(array) -> str:
     """Name of the backend an array belongs to (``"numpy"``, ``"torch"`` or ``"cupy"``)."""
     mod = type(array).__module__

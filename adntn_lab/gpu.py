@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from cotengra.contract import einsum as _pair_einsum
 
-from .backends import check_arrays, require_cupy
+from .backends import array_namespace, check_arrays, require_cupy
 
 __all__ = [
     "MODES",
@@ -203,15 +203,9 @@ def _grad_operand(out, g, other_inds, other, target, shape):
         full = [1] * len(target)
         for p, d in zip(pos, r.shape):
             full[p] = d
-        xp = _namespace(r)
+        xp = array_namespace(r)
         r = xp.ascontiguousarray(xp.broadcast_to(r.reshape(tuple(full)), tuple(shape)))
     return r
-
-
-def _namespace(arr):
-    if isinstance(arr, np.ndarray):
-        return np
-    return require_cupy()
 
 
 def _vjp_pair(eq, a, b, g, need_a, need_b):
@@ -281,7 +275,7 @@ def _backward(program, tape, gW, names):
     cores = set(names)
     sched = _schedule(program)
     if tuple(gW.shape) != sched.matrix_shape:  # W was cropped from the padded matrix
-        full = _namespace(gW).zeros(sched.matrix_shape, dtype=gW.dtype)
+        full = array_namespace(gW).zeros(sched.matrix_shape, dtype=gW.dtype)
         full[: gW.shape[0], : gW.shape[1]] = gW
         gW = full
     gfront = {sched.groups[-1][0].key: gW}
