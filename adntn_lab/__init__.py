@@ -7,6 +7,7 @@
 """
 
 from .activations import ACTIVATIONS, Activation, get_activation
+from .allocator import _tune_on_import, allocator_status, tune_allocator
 from .cost import CostReport
 from .execute import MemoryLimitError, Program
 from .generator import Generator, Stage, build, default_init_std
@@ -15,11 +16,14 @@ from .tensorize import Tensorization, qubit_tensorization, tensorize
 from .topologies import FAMILIES
 from .topologies.custom import from_graph
 
+_tune_on_import()
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "allocator_status",
     "CostReport",
     "FAMILIES",
     "Generator",
@@ -35,4 +39,5 @@ __all__ = [
     "qubit_tensorization",
     "set_plan_cache",
     "tensorize",
+    "tune_allocator",
 ]

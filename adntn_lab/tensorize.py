@@ -101,6 +101,93 @@ def balanced_factors(n: int, k: int) -> tuple[int, ...]:
     return tuple(sorted(best, reverse=True))
 
 
+# below this many elements the plain many-axis transpose is as fast
+_FAST_UNSHUFFLE_MIN = 1 << 14
+
+
+@lru_cache(maxsize=256)
+def _unshuffle_plan(tz: Tensorization):
+    """Split the sites into a head and a tail of similar size, and the index permutations
+    that separate each part's row and column digits.
+
+    A transpose over ``2N`` small axes (one per mode) is slow: it moves one element at a time
+    through a ``2N``-deep index loop. The same permutation is done here as two gathers of whole
+    rows and columns (``(Dh, Dt)`` view, each gather a permutation of one axis) and one
+    transpose of four large axes ``(Oh, Ih, Ot, It) -> (Oh, Ot, Ih, It)``.
+    """
+    dims = tz.site_dims
+    logs = np.cumsum(np.log(dims))
+    head = int(np.argmin(np.abs(logs[:-1] - logs[-1] / 2))) + 1
+
+    def digits_apart(sites):
+        o = [tz.out_modes[k] for k in sites]
+        i = [tz.in_modes[k] for k in sites]
+        split = [d for pair in zip(o, i) for d in pair]
+        n = len(sites)
+        perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
+        order = np.arange(math.prod(split)).reshape(split).transpose(perm).reshape(-1)
+        return order, math.prod(o), math.prod(i)
+
+    h_order, oh, ih = digits_apart(range(head))
+    t_order, ot, it = digits_apart(range(head, tz.n_sites))
+    return h_order, t_order, (oh, ih, ot, it)
+
+
+def _take(x, order, axis: int):
+    """``x`` with its ``axis`` permuted by ``order`` (numpy, CuPy or torch)."""
+    if ar.infer_backend(x) == "torch":
+        import torch
+
+        index = torch.as_tensor(order, device=x.device)
+        return torch.index_select(x, axis, index)
+    return ar.do("take", x, ar.do("asarray", order, like=x), axis=axis)
+
+
+def _unshuffle(wp, tz: Tensorization):
+    """``wp`` (site order, modes interleaved) as ``(O', I')`` digits (rows first)."""
+    if ar.infer_backend(wp) == "torch" and wp.requires_grad:
+        return _torch_unshuffle().apply(wp, tz)
+    return _unshuffle_forward(wp, tz)
+
+
+def _unshuffle_forward(wp, tz):
+    h_order, t_order, (oh, ih, ot, it) = _unshuffle_plan(tz)
+    w = ar.do("reshape", wp, (len(h_order), len(t_order)))
+    w = _take(w, t_order, 1)
+    w = _take(w, h_order, 0)
+    w = ar.do("reshape", w, (oh, ih, ot, it))
+    return ar.do("transpose", w, (0, 2, 1, 3))
+
+
+def _unshuffle_backward(w, tz):
+    """Inverse of :func:`_unshuffle_forward`: ``(O', I')`` back to ``site_dims``."""
+    h_order, t_order, (oh, ih, ot, it) = _unshuffle_plan(tz)
+    w = ar.do("reshape", w, (oh, ot, ih, it))
+    w = ar.do("transpose", w, (0, 2, 1, 3))
+    w = ar.do("reshape", w, (len(h_order), len(t_order)))
+    w = _take(w, np.argsort(h_order), 0)
+    w = _take(w, np.argsort(t_order), 1)
+    return ar.do("reshape", w, tz.site_dims)
+
+
+@lru_cache(maxsize=1)
+def _torch_unshuffle():
+    """A torch autograd function whose backward is the inverse gather, not a scatter."""
+    import torch
+
+    class Unshuffle(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, wp, tz):
+            ctx.tz = tz
+            return _unshuffle_forward(wp, tz)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return _unshuffle_backward(grad, ctx.tz), None
+
+    return Unshuffle
+
+
 def default_n_sites(out_features: int, in_features: int, leg_dim: float = 16.0) -> int:
     """Number of sites so that each physical leg has dimension about ``leg_dim``."""
     return max(2, round(math.log(out_features * in_features) / math.log(leg_dim)))
@@ -173,11 +260,14 @@ class Tensorization:
         -------
         array, shape (out_features, in_features)
         """
-        n = self.n_sites
-        split = [d for pair in zip(self.out_modes, self.in_modes) for d in pair]
-        w = ar.do("reshape", wp, tuple(split))
-        perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
-        w = ar.do("transpose", w, perm)
+        if self.n_sites < 3 or math.prod(self.site_dims) < _FAST_UNSHUFFLE_MIN:
+            n = self.n_sites
+            split = [d for pair in zip(self.out_modes, self.in_modes) for d in pair]
+            w = ar.do("reshape", wp, tuple(split))
+            perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
+            w = ar.do("transpose", w, perm)
+        else:
+            w = _unshuffle(wp, self)
         w = ar.do("reshape", w, (self.padded_out, self.padded_in))
         return w[: self.out_features, : self.in_features]
 

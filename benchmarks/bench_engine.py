@@ -46,6 +46,14 @@ def ours_step(gen):
     return run
 
 
+def plain_matrix(tz, wp):
+    """W from the physical tensor the obvious way: one transpose over all mode axes."""
+    n = tz.n_sites
+    split = [d for pair in zip(tz.out_modes, tz.in_modes) for d in pair]
+    w = wp.reshape(split).permute(*range(0, 2 * n, 2), *range(1, 2 * n, 2))
+    return w.reshape(tz.padded_out, tz.padded_in)[: tz.out_features, : tz.in_features]
+
+
 def quimb_step(gen):
     """The obvious implementation: quimb contracts each stage group, planning every call."""
     import quimb.tensor as qtn
@@ -63,8 +71,7 @@ def quimb_step(gen):
             front[g.key] = gen.activations[g.stage](data)
         wp = front[final.final_key]
         perm = [final.final_inds.index(p) for p in gen.tensorization.physical_inds]
-        w = gen.tensorization.to_matrix(wp.permute(*perm))
-        w.sum().backward()
+        plain_matrix(gen.tensorization, wp.permute(*perm)).sum().backward()
     return run
 
 
@@ -82,7 +89,7 @@ def gate_loop_weight(gen, arrays):
             state = torch.tensordot(state, arrays[name], dims=([k, k + 1], [0, 1]))
             state = torch.movedim(state, (q - 2, q - 1), (k, k + 1))
         state = gen.activations[m](state)
-    return gen.tensorization.to_matrix(state)
+    return plain_matrix(gen.tensorization, state)
 
 
 def loop_step(gen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -105,6 +106,32 @@ def test_to_matrix_works_on_torch_tensors():
     t = np.random.default_rng(3).standard_normal(tz.site_dims)
     got = tz.to_matrix(torch.as_tensor(t))
     np.testing.assert_allclose(got.numpy(), tz.to_matrix(t), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("out_modes,in_modes,O,I", [
+    ((2, 1, 2, 1, 2, 1, 2, 1), (1, 2, 1, 2, 1, 2, 1, 2), 16, 16),   # qubit legs
+    ((4, 2, 3, 2, 5), (3, 4, 2, 2, 3), 230, 140),                   # mixed, cropped
+    ((4, 4, 4), (4, 4, 4), 64, 64),
+])
+def test_large_to_matrix_gathers_match_the_mixed_radix_map(monkeypatch, out_modes, in_modes,
+                                                            O, I):
+    """Above a size threshold to_matrix gathers rows and columns instead of transposing
+    2N axes; it must give the same matrix on numpy and torch, and its torch backward (an
+    inverse gather) must pass gradcheck."""
+    torch = pytest.importorskip("torch")
+    tz_module = importlib.import_module("adntn_lab.tensorize")
+    monkeypatch.setattr(tz_module, "_FAST_UNSHUFFLE_MIN", 1)
+    tz = al.Tensorization(O, I, out_modes, in_modes)
+    t = np.random.default_rng(4).standard_normal(tz.site_dims)
+    expect = dense_from_physical(t, out_modes, in_modes, O, I)
+    np.testing.assert_array_equal(tz.to_matrix(t), expect)
+    x = torch.tensor(t, requires_grad=True)
+    np.testing.assert_array_equal(tz.to_matrix(x).detach().numpy(), expect)
+    assert torch.autograd.gradcheck(tz.to_matrix, (x,), fast_mode=x.numel() > 4096)
+    # the gradient is the matrix gradient scattered back to the same places
+    g = torch.randn(O, I, dtype=torch.float64)
+    tz.to_matrix(x).backward(g)
+    np.testing.assert_array_equal(tz.to_matrix(x.grad.numpy()), g.numpy())
 
 
 @pytest.mark.parametrize("O,I", [(60, 100), (10, 784), (33, 17), (2, 3), (16, 16)])
