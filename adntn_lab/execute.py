@@ -16,6 +16,7 @@ from .activations import Activation
 from .backends import check_arrays
 from .circuits import GateChain, detect_gate_chain
 from .plan import GroupPlan, Plan, contraction_tree, tree_from_path
+from .steps import contract_tree
 from .tensorize import Tensorization
 
 __all__ = ["Program", "Capture", "MemoryLimitError"]
@@ -290,7 +291,7 @@ class Program:
         ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, fg.shapes)]
         xp = _pad_columns(x, self.tz.padded_in)
         xp = ar.do("reshape", xp, fg.x_shape)
-        y = fg.tree.contract([*ops, xp])
+        y = contract_tree(fg.tree, [*ops, xp])
         y = ar.do("reshape", y, (batch, self.tz.padded_out))
         return y[:, : self.tz.out_features]
 
@@ -364,7 +365,9 @@ def _contract(tree, ops, group):
         return tree.contract(ops)
     if len(ops) == 1:
         return _transpose_to(ops[0], group.inputs[0], group.output)
-    return tree.contract(ops)
+    if tree.sliced_inds:
+        return tree.contract(ops)
+    return contract_tree(tree, ops)
 
 
 def _transpose_to(arr, have, want):
