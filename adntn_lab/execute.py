@@ -198,9 +198,20 @@ class Program:
         front: dict = {}
         captures: list[Capture] = []
         chains = self._chains if memory_limit is None else [None] * len(self.groups)
-        for group, tree, chain in zip(self.groups, trees, chains):
+        last = len(self.groups) - 1
+        for index, (group, tree, chain) in enumerate(zip(self.groups, trees, chains)):
             ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
             act = self.activations[group.stage]
+            if (index == last and not (capture or hook or physical) and memory_limit is None
+                    and chain is None and len(ops) > 1):
+                # contract the last group straight into matrix order: the physical legs are
+                # split into row and column digits on the small operands, so W needs no
+                # reordering over all its digits afterwards
+                mg = self.matrix_group()
+                ops = [ar.do("reshape", op, shape) for op, shape in zip(ops, mg.shapes)]
+                w = self._apply(mg.tree, ops, group, act)
+                w = ar.do("reshape", w, (self.tz.padded_out, self.tz.padded_in))
+                return w[: self.tz.out_features, : self.tz.in_features]
             if not (capture or hook):
                 front[group.key] = self._apply(chain or tree, ops, group, act)
                 continue
