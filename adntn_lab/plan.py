@@ -84,7 +84,7 @@ def _canonical(inputs, output, size_dict):
 
 # one element read or written costs about as much time as this many multiply-adds (CPU/GPU
 # memory bandwidth against arithmetic throughput, in round numbers)
-_TRAFFIC = 8.0
+TRAFFIC = 8.0
 # contractions summing over fewer elements than this run below peak arithmetic rate
 _FULL_RATE_EXTENT = 32.0
 
@@ -102,7 +102,7 @@ def roofline_score(tree) -> float:
         out = float(tree.get_size(node))
         extent = madds / max(out, 1.0)
         rate = min(1.0, extent / _FULL_RATE_EXTENT)
-        score += madds / rate + _TRAFFIC * (tree.get_size(left) + tree.get_size(right) + out)
+        score += madds / rate + TRAFFIC * (tree.get_size(left) + tree.get_size(right) + out)
     return score
 
 

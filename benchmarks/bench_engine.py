@@ -215,21 +215,29 @@ def bench_memory(n):
 
 
 def bench_schedule_ranking(repeat):
+    """Does ``schedule="auto"`` (the cost model's choice) pick the schedule that trains faster?"""
     rows = []
     for family, n, batch, kw in (("ttn", 1024, 256, dict(bond_dim=8)),
                                  ("ttn", 1024, 1, dict(bond_dim=8)),
+                                 ("ttn", 1024, 64, dict(bond_dim=8)),
                                  ("mera", 1024, 256, dict(bond_dim=4)),
+                                 ("mera", 4096, 64, dict(bond_dim=4)),
+                                 ("attn", 1024, 64, dict(bond_dim=4)),
                                  ("mpo", 1024, 64, dict(bond_dim=8)),
                                  ("lowrank", 1024, 512, dict(rank=16))):
         x = torch.randn(batch, n)
-        measured, predicted = {}, {}
+        measured, flops, estimated = {}, {}, {}
         for sched in ("materialize", "fused"):
             layer = ADNTNLinear(n, n, topology=family, schedule=sched, **kw)
             measured[sched] = timeit(_train_step(layer, x), repeat=repeat)
-            predicted[sched] = layer.generator.cost(batch, sched).total_flops
-        agree = (min(measured, key=measured.get) == min(predicted, key=predicted.get))
+            report = layer.generator.cost(batch, sched)
+            flops[sched], estimated[sched] = report.total_flops, report.estimated_time
+        chosen = layer.generator.cost(batch, "auto").schedule
+        faster = min(measured, key=measured.get)
         row = {"case": f"{family}-{n}-b{batch}", "measured_s": measured,
-               "predicted_flops": predicted, "agree": agree}
+               "predicted_flops": flops, "estimated_time": estimated, "auto_picks": chosen,
+               "faster": faster, "agree": chosen == faster,
+               "loss_if_wrong": measured[chosen] / measured[faster]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

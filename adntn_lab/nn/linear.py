@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
@@ -13,6 +14,8 @@ from ..generator import Generator, build
 __all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight"]
 
 SCHEDULES = ("auto", "materialize", "fused")
+#: ``schedule="auto"`` times both schedules when the cost model's estimates differ by less
+AUTOTUNE_BAND = 3.0
 
 
 class GeneratedWeight(nn.Module):
@@ -128,6 +131,9 @@ class ADNTNLinear(GeneratedLayer):
     schedule : {"auto", "materialize", "fused"}
         ``materialize`` forms ``W`` then multiplies; ``fused`` contracts the batch into the
         last linear stage; ``auto`` picks the cheaper by the cost model for each batch size.
+        With ``layer.autotune = True`` it also times a forward and backward pass of each on
+        the first training batch of a size when the model's estimates are within a factor of
+        ``AUTOTUNE_BAND``, and keeps the faster.
     generator : Generator, optional
         A ready generator (e.g. from :func:`adntn_lab.from_graph`).
     device, dtype : optional
@@ -156,6 +162,10 @@ class ADNTNLinear(GeneratedLayer):
         self.generated = GeneratedWeight(generator, device=device, dtype=dtype)
         self._init_bias(bias, self.out_features, self.in_features, device, dtype)
         self._choice: dict[int, str] = {}
+        #: time close calls between the schedules on the first training batch of each size
+        #: (off by default: a timed choice can differ between runs, which breaks bit-for-bit
+        #: reproducibility)
+        self.autotune = False
 
     @property
     def weight(self) -> torch.Tensor:
@@ -163,7 +173,8 @@ class ADNTNLinear(GeneratedLayer):
         return self.generated()
 
     def schedule_for(self, batch: int) -> str:
-        """The schedule this layer uses for a batch of ``batch`` rows."""
+        """The schedule this layer uses for a batch of ``batch`` rows (the cost model's
+        choice, or the measured one once a batch of that size has been autotuned)."""
         if self.schedule != "auto":
             return self.schedule
         if batch not in self._choice:
@@ -176,13 +187,48 @@ class ADNTNLinear(GeneratedLayer):
                              f"shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if self.schedule_for(x2.shape[0]) == "fused":
+        schedule = self._tuned_schedule(x2)
+        return self._run_schedule(x2, schedule).reshape(*lead, self.out_features)
+
+    def _run_schedule(self, x2: torch.Tensor, schedule: str) -> torch.Tensor:
+        if schedule == "fused":
             y = self.generator.program.fused(self.generated.arrays(), x2)
-            if self.bias is not None:
-                y = y + self.bias
+            return y if self.bias is None else y + self.bias
+        return F.linear(x2, self.weight, self.bias)
+
+    def _tuned_schedule(self, x2: torch.Tensor) -> str:
+        batch = x2.shape[0]
+        if self.schedule != "auto" or batch in self._choice:
+            return self.schedule_for(batch)
+        report = self.generator.cost(batch, "auto")
+        estimates = report.estimates
+        close = (len(estimates) == 2
+                 and max(estimates.values()) <= AUTOTUNE_BAND * min(estimates.values()))
+        if not (close and self.autotune and torch.is_grad_enabled() and self.training):
+            self._choice[batch] = report.schedule
         else:
-            y = F.linear(x2, self.weight, self.bias)
-        return y.reshape(*lead, self.out_features)
+            self._choice[batch] = self._measure(x2, tuple(estimates))
+        return self._choice[batch]
+
+    def _measure(self, x2: torch.Tensor, schedules) -> str:
+        """The schedule with the shortest forward+backward pass on ``x2`` (gradients are
+        taken with ``torch.autograd.grad``, so no parameter's ``.grad`` changes)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        probe = x2.detach()
+        sync = torch.cuda.synchronize if probe.is_cuda else (lambda: None)
+        timings = {s: math.inf for s in schedules}
+        # one untimed run each builds plans and warms caches; then alternate, keep the best
+        for rep in range(3):
+            for schedule in schedules:
+                sync()
+                start = time.perf_counter()
+                y = self._run_schedule(probe, schedule)
+                if params:
+                    torch.autograd.grad(y.square().sum(), params, allow_unused=True)
+                sync()
+                if rep:
+                    timings[schedule] = min(timings[schedule], time.perf_counter() - start)
+        return min(timings, key=timings.get)
 
     @property
     def num_params(self) -> int:
