@@ -88,7 +88,9 @@ class Program:
         ]
         self._sliced: dict = {}
         self._fused: dict = {}
-        #: recompute large groups in the backward pass: "auto", True or False
+        #: recompute in the backward pass: "auto" (large groups), True (every group), False,
+        #: or "lean" (keep nothing; recompute every group's inputs, O(1) states per gate
+        #: chain; least memory, about twice the time: see adntn_lab.lean)
         self.recompute = "auto"
         self.last_placement: tuple[str, str] | None = None
         self._recompute_choice: dict = {}
@@ -193,6 +195,12 @@ class Program:
         """
         #: (backend, device) of the last run, e.g. ("torch", "cpu") or ("cupy", "cuda:0")
         self.last_placement = check_arrays(arrays, "Program.run")
+        if (self.recompute == "lean" and self.last_placement[0] == "torch"
+                and not (capture or hook or physical) and memory_limit is None
+                and _needs_grad(list(arrays.values()))):
+            from .lean import lean_weight
+
+            return lean_weight(self, arrays)
         itemsize = _itemsize(next(iter(arrays.values())))
         trees = self.trees(memory_limit, itemsize)
         front: dict = {}

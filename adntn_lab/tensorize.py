@@ -274,21 +274,31 @@ class Tensorization:
     def from_matrix(self, w):
         """Inverse of :meth:`to_matrix`: zero-pad ``w`` to ``(O', I')`` and split its legs.
 
+        Also the adjoint of :meth:`to_matrix` (cropping and reordering are orthogonal maps),
+        which is how the lean backward pass turns the gradient of ``W`` into that of the
+        physical tensor.
+
         Parameters
         ----------
-        w : numpy array, shape (out_features, in_features)
+        w : numpy or torch array, shape (out_features, in_features)
 
         Returns
         -------
-        numpy array, shape ``site_dims``
+        array of the same library, shape ``site_dims``
         """
-        w = np.asarray(w)
-        full = np.zeros((self.padded_out, self.padded_in), dtype=w.dtype)
-        full[: self.out_features, : self.in_features] = w
+        padded = (self.padded_out, self.padded_in)
+        if ar.infer_backend(w) in ("torch", "cupy") and tuple(w.shape) == padded:
+            full = w
+        else:
+            w = w if ar.infer_backend(w) in ("torch", "cupy") else np.asarray(w)
+            full = ar.do("zeros", padded, like=w, dtype=w.dtype)
+            full[: self.out_features, : self.in_features] = w
+        if self.n_sites >= 3 and math.prod(self.site_dims) >= _FAST_UNSHUFFLE_MIN:
+            return _unshuffle_backward(full, self)
         n = self.n_sites
-        full = full.reshape(self.out_modes + self.in_modes)
-        perm = [ax for k in range(n) for ax in (k, n + k)]
-        return full.transpose(perm).reshape(self.site_dims)
+        full = ar.do("reshape", full, self.out_modes + self.in_modes)
+        perm = tuple(ax for k in range(n) for ax in (k, n + k))
+        return ar.do("reshape", ar.do("transpose", full, perm), self.site_dims)
 
     def to_dict(self) -> dict:
         return {

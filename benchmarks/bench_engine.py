@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +179,8 @@ def bench_training(names, repeat):
 
 
 _MEMORY_CHILD = r"""
-import gc, torch, adntn_lab as al
+import ctypes, gc, time, torch, adntn_lab as al
+torch.set_num_threads(1)
 def status_kb(key):
     with open('/proc/self/status') as f:
         for line in f:
@@ -186,32 +188,45 @@ def status_kb(key):
                 return int(line.split()[1])
 # warm up the code paths (lazy imports, thread pools) on a small generator first
 small = al.build('brickwall', 64, 64, depth=3)
+small.program.recompute = {mode!r}
 sa = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not small.cores[k].constant)
       for k, v in small.params.items()}}
 small.program.run(sa).sum().backward()
 gen = al.build('brickwall', {n}, {n}, depth=3)
+gen.program.recompute = {mode!r}
 arrays = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
           for k, v in gen.params.items()}}
 gc.collect()
+ctypes.CDLL('libc.so.6').malloc_trim(0)  # return the heap kept from building to the system
 with open('/proc/self/clear_refs', 'w') as f:  # restart the high-water mark here
     f.write('5')
 base = status_kb('VmRSS')
+start = time.perf_counter()
 w = gen.program.run(arrays)
 w.sum().backward()
+seconds = time.perf_counter() - start
 peak = status_kb('VmHWM')
-print(base, peak, w.numel() * 4)
+print(base, peak, w.numel() * 4, seconds)
 """
 
 
 def bench_memory(n):
-    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD.format(n=n)], capture_output=True,
-                         text=True, check=True).stdout.split()
-    base, peak, w_bytes = (int(v) for v in out[-3:])
-    growth = (peak - base) * 1024
-    row = {"case": f"brickwall {n}x{n} M=3 forward+backward", "rss_growth_bytes": growth,
-           "w_bytes": w_bytes, "ratio_to_w": growth / w_bytes}
-    print(json.dumps(row), flush=True)
-    return [row]
+    """Peak resident-set growth of brick-wall forward+backward, for the ordinary backward
+    pass and the lean one, with the tuned allocator and with the system's."""
+    rows = []
+    for mode in ("auto", "lean"):
+        for allocator in ("tuned", "system"):
+            env = {**os.environ, "ADNTN_LAB_ALLOCATOR": allocator}
+            out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD.format(n=n, mode=mode)],
+                                 capture_output=True, text=True, check=True, env=env)
+            base, peak, w_bytes, seconds = out.stdout.split()[-4:]
+            growth = (int(peak) - int(base)) * 1024
+            row = {"case": f"brickwall {n}x{n} M=3 forward+backward", "recompute": mode,
+                   "allocator": allocator, "rss_growth_bytes": growth, "w_bytes": int(w_bytes),
+                   "ratio_to_w": growth / int(w_bytes), "seconds": float(seconds)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def bench_schedule_ranking(repeat):

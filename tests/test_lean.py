@@ -1,0 +1,100 @@
+"""Program.recompute = "lean": the least-memory backward pass (adntn_lab.lean)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import adntn_lab as al
+
+CASES = [
+    ("brickwall", 256, 64, dict(depth=3, activation="tanh")),
+    ("brickwall", 1024, 256, dict(depth=2, pattern="brickwall")),
+    ("ttn", 300, 200, dict(bond_dim=3, activation="gelu")),
+    ("attn", 128, 100, dict(bond_dim=2)),
+    ("mera", 256, 256, dict(bond_dim=2)),
+    ("mpo", 100, 100, dict(bond_dim=3)),
+    ("lowrank", 50, 40, dict(rank=3)),
+]
+
+
+def _weight_and_grads(gen, mode, dtype=torch.float64):
+    gen.program.recompute = mode
+    try:
+        arrays = {k: torch.tensor(v, dtype=dtype, requires_grad=not gen.cores[k].constant)
+                  for k, v in gen.params.items()}
+        w = gen.program.run(arrays)
+        probe = torch.linspace(-1, 1, w.numel(), dtype=dtype).view_as(w)
+        (w * probe).sum().backward()
+        return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
+    finally:
+        gen.program.recompute = "auto"
+
+
+@pytest.mark.parametrize("family,i,o,kw", CASES, ids=[c[0] + str(c[1]) for c in CASES])
+def test_lean_weight_and_gradients_equal_the_ordinary_pass(family, i, o, kw):
+    gen = al.build(family, i, o, **kw)
+    w_lean, g_lean = _weight_and_grads(gen, "lean")
+    w_auto, g_auto = _weight_and_grads(gen, "auto")
+    torch.testing.assert_close(w_lean, w_auto, rtol=1e-12, atol=1e-13)
+    assert set(g_lean) == set(g_auto) == set(gen.trainable_names)
+    for name in g_auto:
+        torch.testing.assert_close(g_lean[name], g_auto[name], rtol=1e-9, atol=1e-12)
+    # the forward pass must not have touched the cores (chains and activations run in place)
+    np.testing.assert_allclose(gen.weight(), w_auto.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_lean_gradients_pass_gradcheck():
+    gen = al.build("brickwall", 64, 16, depth=2, activation="tanh")
+    names = gen.trainable_names
+    fixed = {k: torch.tensor(v) for k, v in gen.params.items() if k not in names}
+    gen.program.recompute = "lean"
+    try:
+        def weight(*cores):
+            return gen.program.run({**fixed, **dict(zip(names, cores))})
+
+        cores = tuple(torch.tensor(gen.params[k], requires_grad=True) for k in names)
+        assert torch.autograd.gradcheck(weight, cores)
+    finally:
+        gen.program.recompute = "auto"
+
+
+def test_lean_forward_saves_only_the_cores():
+    """What the forward pass leaves for the backward is the cores themselves; the ordinary
+    pass keeps stage states of W's size."""
+    gen = al.build("brickwall", 1024, 1024, depth=3)
+    w_elems = 1024 * 1024
+    core_elems = sum(c.size for c in gen.params.values())
+
+    def saved_elements(mode):
+        seen = []
+
+        def pack(t):
+            seen.append(t.numel())
+            return t
+
+        gen.program.recompute = mode
+        try:
+            arrays = {k: torch.tensor(v, requires_grad=not gen.cores[k].constant)
+                      for k, v in gen.params.items()}
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                gen.program.run(arrays)
+        finally:
+            gen.program.recompute = "auto"
+        return sum(seen)
+
+    assert saved_elements("lean") <= core_elems
+    assert saved_elements("auto") >= w_elems
+
+
+def test_lean_is_ignored_without_gradients():
+    gen = al.build("brickwall", 256, 64, depth=2)
+    gen.program.recompute = "lean"
+    try:
+        arrays = {k: torch.tensor(v) for k, v in gen.params.items()}
+        w = gen.program.run(arrays)
+        assert w.grad_fn is None
+        np.testing.assert_allclose(w.numpy(), gen.weight(), rtol=1e-12, atol=1e-14)
+    finally:
+        gen.program.recompute = "auto"
