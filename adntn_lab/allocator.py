@@ -22,7 +22,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["tune_allocator", "allocator_status"]
+__all__ = ["tune_allocator", "allocator_status", "release_free_memory"]
 
 # mallopt parameter numbers from <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -63,14 +63,24 @@ def tune_allocator(threshold: int = DEFAULT_THRESHOLD) -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     ok = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(
         mallopt(_M_TRIM_THRESHOLD, int(threshold)))
-    _status.update(tuned=ok, reason=f"threshold {int(threshold):,} bytes" if ok
+    _status.update(tuned=ok, threshold=int(threshold),
+                   reason=f"threshold {int(threshold):,} bytes" if ok
                    else "mallopt refused the threshold")
     return ok
 
 
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (``malloc_trim``), so that the resident
+    set is what is alive, not what the tuned heap keeps for reuse. Used by the lean backward
+    pass between its phases; a no-op when the allocator is not tuned."""
+    if _status["tuned"]:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+
+
 def allocator_status() -> dict:
     """``{"tuned": bool, "reason": str}``: whether large tensors reuse freed heap memory."""
-    return dict(_status)
+    return {"tuned": _status["tuned"], "reason": _status["reason"]}
 
 
 def _tune_on_import() -> None:

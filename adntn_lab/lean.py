@@ -24,8 +24,10 @@ import math
 
 import torch
 
+from .allocator import release_free_memory
 from .circuits import GateChain, _apply_block, _block_matrix
 from .steps import contract_tree
+from .tensorize import _FAST_UNSHUFFLE_MIN, _take, _unshuffle_plan
 
 __all__ = ["lean_weight"]
 
@@ -58,7 +60,10 @@ class _Lean(torch.autograd.Function):
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
             front = _run_groups(program, arrays, len(program.groups))
-            return _to_matrix(program, front.pop(program.plan.final_key))
+            w = _to_matrix(program, front.pop(program.plan.final_key))
+        del front
+        release_free_memory()
+        return w
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -71,6 +76,7 @@ class _Lean(torch.autograd.Function):
         with torch.no_grad():
             pending = {program.plan.final_key: _from_matrix(program, grad_w)}
         del grad_w
+        release_free_memory()
         for index in range(len(program.groups) - 1, -1, -1):
             group = program.groups[index]
             g = pending.pop(group.key, None)
@@ -79,12 +85,16 @@ class _Lean(torch.autograd.Function):
             needs = [n in wanted if n in arrays else True for n in group.operands]
             if not any(needs):
                 continue
-            with torch.no_grad():
-                front = _run_groups(program, arrays, index)
-            ops = [arrays[n] if n in arrays else front.pop(n) for n in group.operands]
-            del front
-            results = _group_backward(program, index, ops, g, needs)
-            del g, ops
+
+            def operands(index=index, group=group):
+                """The group's operands, recomputed from the cores (fresh each call)."""
+                with torch.no_grad():
+                    front = _run_groups(program, arrays, index)
+                return [arrays[n] if n in arrays else front.pop(n) for n in group.operands]
+
+            results = _group_backward(program, index, operands, g, needs)
+            del g
+            release_free_memory()
             for name, grad in zip(group.operands, results):
                 if grad is None:
                     continue
@@ -160,11 +170,21 @@ def _activate_(act, x):
 
 
 def _to_matrix(program, final):
+    """``W`` from the final group's output, dropping each intermediate as soon as the next
+    exists (the caller must hold no other reference to ``final``)."""
     tz = program.tz
     have, want = tuple(program.plan.final_inds), tuple(tz.physical_inds)
     if have != want:
         final = final.permute(*(have.index(ix) for ix in want))
-    return tz.to_matrix(final).contiguous()
+    if tz.n_sites < 3 or math.prod(tz.site_dims) < _FAST_UNSHUFFLE_MIN:
+        return tz.to_matrix(final).contiguous()
+    h_order, t_order, (oh, ih, ot, it) = _unshuffle_plan(tz)
+    w = final.reshape(len(h_order), len(t_order))
+    del final
+    w = _take(w, t_order, 1)
+    w = _take(w, h_order, 0)
+    w = w.view(oh, ih, ot, it).transpose(1, 2).reshape(tz.padded_out, tz.padded_in)
+    return w[: tz.out_features, : tz.in_features].contiguous()
 
 
 def _from_matrix(program, grad_w):
@@ -213,25 +233,26 @@ def _block_grad(g_flat, s_flat, left, width, right):
 
 
 # ---------------------------------------------------------------------- group backward
-def _group_backward(program, index, ops, g, needs):
+def _group_backward(program, index, operands, g, needs):
     """Gradients of group ``index``'s operands given ``g``, the gradient of its activated
-    output (consumed in place). Entries are None where not needed."""
+    output (consumed in place); ``operands()`` recomputes the operands. Entries are None where
+    not needed."""
     group = program.groups[index]
     act = program.activations[group.stage]
     chain = _chain(program, index)
-    owned = [False] * len(ops)
     g = g.contiguous()  # updated in place below
     if chain is not None:
-        with torch.no_grad():
-            pre = _contract(program, index, ops, owned)  # a copy of the chain's state
-            _activation_backward_(act, pre, g)
-            return _chain_backward(chain, ops, g.reshape(-1), pre.reshape(-1), needs)
+        # a state made by an earlier group is recomputed fresh for every use; a core is not
+        owned = group.operands[chain.state] in {grp.key for grp in program.groups}
+        return _chain_backward(chain, operands, owned, act, g.reshape(-1), needs)
+    ops = operands()
     if not act.is_identity:
         with torch.no_grad():
-            pre = _contract(program, index, ops, owned)
+            pre = _contract(program, index, ops, [False] * len(ops))
             _activation_backward_(act, pre, g)
             del pre
     leaves = [op.detach().requires_grad_(need) for op, need in zip(ops, needs)]
+    del ops
     with torch.enable_grad():
         out = _contract_autograd(program, index, leaves)
     wanted = [leaf for leaf in leaves if leaf.requires_grad]
@@ -263,25 +284,37 @@ def _activation_backward_(act, pre, g):
         g_flat[start:start + _CHUNK].copy_(gp)
 
 
-def _chain_backward(chain: GateChain, ops, g_flat, work, needs):
-    """Reverse sweep over the blocks with O(1) extra states (see the module docstring).
+def _chain_backward(chain: GateChain, operands, owned, act, g_flat, needs):
+    """Reverse sweep over the blocks holding one state at a time (module docstring).
 
-    ``g_flat`` (the gradient of the chain's output) becomes the gradient of its input in
-    place; ``work`` is a scratch buffer of the state's size."""
+    Before each block the chain's input is recomputed from the cores (``operands()``) into a
+    fresh buffer and the earlier blocks are applied to it in place, so besides ``g_flat`` (the
+    gradient of the chain's activated output, turned in place into that of its input) only
+    that buffer is alive."""
+    ops = operands()
     gates = {index for block in chain.blocks for index, _ in block.gates}
-    leaves = [op.detach().requires_grad_(i in gates and needs[i]) for i, op in enumerate(ops)]
-    state_in = ops[chain.state].reshape(-1)
+    # leaves for the gates only: a leaf of the state would keep its buffer alive
+    leaves = [op.detach().requires_grad_(needs[i]) if i in gates else None
+              for i, op in enumerate(ops)]
     grads = [None] * len(ops)
     with torch.no_grad():
         matrices = [_block_matrix(block, ops) for block in chain.blocks]
+        work = _chain_input(chain, ops, owned)
+        del ops
+        for block, matrix in zip(chain.blocks, matrices):  # the pre-activation output
+            _apply_block_(matrix, work, *_block_dims(chain, block))
+        _activation_backward_(act, work, g_flat)
+        del work
     for b in range(len(chain.blocks) - 1, -1, -1):
         block = chain.blocks[b]
         dims = _block_dims(chain, block)
         with torch.no_grad():
-            work.copy_(state_in)
+            work = _chain_input(chain, operands(), owned)
             for prev in range(b):
                 _apply_block_(matrices[prev], work, *_block_dims(chain, chain.blocks[prev]))
             grad_m = _block_grad(g_flat, work, *dims)
+            del work
+            release_free_memory()  # the tuned heap would otherwise keep the buffer's pages
             _apply_block_(matrices[b].transpose(0, 1).contiguous(), g_flat, *dims)
         members = [leaves[i] for i, _ in block.gates if leaves[i].requires_grad]
         if members:
@@ -293,3 +326,13 @@ def _chain_backward(chain: GateChain, ops, g_flat, work, needs):
     if needs[chain.state]:
         grads[chain.state] = g_flat.view(chain.line_dims)
     return grads
+
+
+def _chain_input(chain: GateChain, ops, owned: bool):
+    """The chain's state as a flat buffer the sweep may overwrite: the recomputed front
+    tensor itself when it is ``owned``, a copy when the state is a core."""
+    state = ops[chain.state]
+    del ops
+    if owned:
+        return state.reshape(-1)
+    return state.detach().clone(memory_format=torch.contiguous_format).reshape(-1)
