@@ -17,12 +17,14 @@ matters); :func:`allocator_status` says what is in effect.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 
-__all__ = ["tune_allocator", "allocator_status", "release_free_memory"]
+__all__ = ["tune_allocator", "allocator_status", "release_free_memory", "memory_first"]
 
 # mallopt parameter numbers from <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -33,6 +35,11 @@ _M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 1 << 30
 
 _status = {"tuned": False, "reason": "not attempted"}
+_lock = threading.Lock()
+_memory_first_depth = 0
+# glibc's largest default mmap threshold (64-bit): blocks above it are mapped fresh and
+# unmapped on free, so they neither grow nor fragment the heap
+_SYSTEM_MMAP_THRESHOLD = 32 << 20
 
 
 def tune_allocator(threshold: int = DEFAULT_THRESHOLD) -> bool:
@@ -76,6 +83,34 @@ def release_free_memory() -> None:
     if _status["tuned"]:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def memory_first():
+    """Within the block, tensors above 32 MiB are mapped fresh again, as without the tuning,
+    so that the peak resident set is what is alive: for the lean backward pass, which wants
+    the least memory more than speed. A no-op when the allocator is not tuned."""
+    global _memory_first_depth
+    with _lock:
+        active = _status["tuned"]
+        if active:
+            if _memory_first_depth == 0:
+                _mallopt(_M_MMAP_THRESHOLD, _SYSTEM_MMAP_THRESHOLD)
+            _memory_first_depth += 1
+    try:
+        yield
+    finally:
+        if active:
+            with _lock:
+                _memory_first_depth -= 1
+                if _memory_first_depth == 0:
+                    _mallopt(_M_MMAP_THRESHOLD, _status["threshold"])
+
+
+def _mallopt(param: int, value: int) -> bool:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(libc.mallopt(param, int(value)))
 
 
 def allocator_status() -> dict:

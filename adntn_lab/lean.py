@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .allocator import release_free_memory
+from .allocator import memory_first, release_free_memory
 from .circuits import GateChain, _apply_block, _block_matrix
 from .steps import contract_tree
 from .tensorize import _FAST_UNSHUFFLE_MIN, _take, _unshuffle_plan
@@ -49,7 +49,8 @@ def lean_weight(program, arrays: dict):
     torch.Tensor, shape (out_features, in_features)
     """
     names = list(arrays)
-    return _Lean.apply(program, names, *(arrays[n] for n in names))
+    with memory_first():
+        return _Lean.apply(program, names, *(arrays[n] for n in names))
 
 
 class _Lean(torch.autograd.Function):
@@ -57,6 +58,7 @@ class _Lean(torch.autograd.Function):
     def forward(ctx, program, names, *tensors):
         ctx.program, ctx.names = program, names
         ctx.save_for_backward(*tensors)
+        release_free_memory()
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
             front = _run_groups(program, arrays, len(program.groups))
@@ -68,6 +70,11 @@ class _Lean(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w):
+        with memory_first():
+            return _Lean._backward(ctx, grad_w)
+
+    @staticmethod
+    def _backward(ctx, grad_w):
         program, names = ctx.program, ctx.names
         tensors = ctx.saved_tensors
         arrays = {n: t.detach() for n, t in zip(names, tensors)}
