@@ -88,9 +88,10 @@ class Program:
         ]
         self._sliced: dict = {}
         self._fused: dict = {}
-        #: recompute in the backward pass: "auto" (large groups), True (every group), False,
-        #: or "lean" (keep nothing; recompute every group's inputs, O(1) states per gate
-        #: chain; least memory, about twice the time: see adntn_lab.lean)
+        #: recompute in the backward pass: "auto" (large groups; the lean pass when the
+        #: ordinary one would not fit in half the available memory), True (every group),
+        #: False, or "lean" (keep nothing; recompute every group's inputs, O(1) states per
+        #: gate chain; least memory, about 2.5x the time: see adntn_lab.lean)
         self.recompute = "auto"
         self.last_placement: tuple[str, str] | None = None
         self._recompute_choice: dict = {}
@@ -195,9 +196,9 @@ class Program:
         """
         #: (backend, device) of the last run, e.g. ("torch", "cpu") or ("cupy", "cuda:0")
         self.last_placement = check_arrays(arrays, "Program.run")
-        if (self.recompute == "lean" and self.last_placement[0] == "torch"
-                and not (capture or hook or physical) and memory_limit is None
-                and _needs_grad(list(arrays.values()))):
+        if (self.last_placement[0] == "torch" and not (capture or hook or physical)
+                and memory_limit is None and _needs_grad(list(arrays.values()))
+                and self._lean_wanted(arrays)):
             from .lean import lean_weight
 
             return lean_weight(self, arrays)
@@ -234,6 +235,21 @@ class Program:
         wp = _transpose_to(wp, self.plan.final_inds, self.tz.physical_inds)
         result = wp if physical else self.tz.to_matrix(wp)
         return (result, captures) if capture else result
+
+    def _lean_wanted(self, arrays) -> bool:
+        """``recompute="lean"``, or ``"auto"`` when the ordinary backward pass would need more
+        than half the memory available (it peaks at up to ``ORDINARY_PEAK_FACTOR`` times the
+        bytes of W on CPU)."""
+        if self.recompute == "lean":
+            return True
+        if self.recompute != "auto" or self.last_placement[1] not in (None, "cpu"):
+            return False
+        w_bytes = self.tz.padded_out * self.tz.padded_in * _itemsize(
+            next(iter(arrays.values())))
+        if w_bytes < _LEAN_MIN_BYTES:
+            return False
+        available = available_memory()
+        return available is not None and ORDINARY_PEAK_FACTOR * w_bytes > available / 2
 
     def _apply(self, tree, ops, group, activation):
         """Contract one group and activate it; with torch autograd, recompute the group's
@@ -366,6 +382,23 @@ class _FusedGroup:
 
 # groups whose output has fewer elements than this are never recomputed
 _RECOMPUTE_MIN = 1 << 16
+#: peak resident memory of the ordinary forward+backward pass in multiples of W's bytes, an
+#: upper bound from the brick-wall Q=24 benchmark (19-26x with the tuned allocator)
+ORDINARY_PEAK_FACTOR = 26
+# below this size W never triggers the automatic switch to the lean pass
+_LEAN_MIN_BYTES = 16 << 20
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still give (``MemAvailable`` on Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 def _needs_grad(ops) -> bool:

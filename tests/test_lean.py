@@ -46,7 +46,10 @@ def test_lean_weight_and_gradients_equal_the_ordinary_pass(family, i, o, kw):
 
 
 def test_lean_gradients_pass_gradcheck():
-    gen = al.build("brickwall", 64, 16, depth=2, activation="tanh")
+    # gate chains need a state of at least 2**14 elements; fast mode checks random
+    # projections of the Jacobian (one backward pass each instead of one per entry of W)
+    gen = al.build("brickwall", 256, 64, depth=2, activation="tanh")
+    assert any(c is not None for c in gen.program._chains)
     names = gen.trainable_names
     fixed = {k: torch.tensor(v) for k, v in gen.params.items() if k not in names}
     gen.program.recompute = "lean"
@@ -55,7 +58,7 @@ def test_lean_gradients_pass_gradcheck():
             return gen.program.run({**fixed, **dict(zip(names, cores))})
 
         cores = tuple(torch.tensor(gen.params[k], requires_grad=True) for k in names)
-        assert torch.autograd.gradcheck(weight, cores)
+        assert torch.autograd.gradcheck(weight, cores, fast_mode=True)
     finally:
         gen.program.recompute = "auto"
 
@@ -98,3 +101,22 @@ def test_lean_is_ignored_without_gradients():
         np.testing.assert_allclose(w.numpy(), gen.weight(), rtol=1e-12, atol=1e-14)
     finally:
         gen.program.recompute = "auto"
+
+
+def test_auto_switches_to_lean_when_the_ordinary_pass_would_not_fit(monkeypatch):
+    """recompute="auto" runs the lean pass when the ordinary pass's peak (a multiple of W's
+    bytes) exceeds half the available memory, and the ordinary pass otherwise."""
+    import adntn_lab.execute as execute
+
+    gen = al.build("brickwall", 4096, 1024, depth=2)  # W: 16 MiB in float32
+    arrays = {k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
+              for k, v in gen.params.items()}
+    monkeypatch.setattr(execute, "available_memory", lambda: 64 << 30)
+    assert "Lean" not in type(gen.program.run(arrays).grad_fn).__name__
+    monkeypatch.setattr(execute, "available_memory", lambda: 256 << 20)
+    w = gen.program.run(arrays)
+    assert "Lean" in type(w.grad_fn).__name__
+    w.sum().backward()
+    assert all(arrays[k].grad is not None for k in gen.trainable_names)
+    monkeypatch.setattr(execute, "available_memory", lambda: None)  # unknown: ordinary
+    assert "Lean" not in type(gen.program.run(arrays).grad_fn).__name__
