@@ -8,7 +8,7 @@ more than its arithmetic (a 64 MiB copy into memory already mapped takes about 3
 Raising the mmap and trim thresholds keeps freed blocks in the heap for the next tensor.
 
 The price is a more fragmented heap: the peak resident set of a large brick-wall training step
-grows from about 12x to 19-26x the bytes of ``W`` (see the README's Performance section), while
+grows from about 12x to 19-30x the bytes of ``W`` (see the README's Performance section), while
 the step runs 2-3x faster. The tuning is applied once when :mod:`adntn_lab` is imported, on Linux
 with glibc only. Set the environment variable ``ADNTN_LAB_ALLOCATOR=system`` before the import
 to keep the system's defaults (and use ``Program.recompute = "lean"`` where memory is what

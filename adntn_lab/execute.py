@@ -383,8 +383,8 @@ class _FusedGroup:
 # groups whose output has fewer elements than this are never recomputed
 _RECOMPUTE_MIN = 1 << 16
 #: peak resident memory of the ordinary forward+backward pass in multiples of W's bytes, an
-#: upper bound from the brick-wall Q=24 benchmark (19-26x with the tuned allocator)
-ORDINARY_PEAK_FACTOR = 26
+#: upper bound from the brick-wall Q=24 benchmark (19-30x with the tuned allocator)
+ORDINARY_PEAK_FACTOR = 32
 # below this size W never triggers the automatic switch to the lean pass
 _LEAN_MIN_BYTES = 16 << 20
 
