@@ -134,9 +134,12 @@ class CostReport:
         if self.batch_size:
             head += f", batch {self.batch_size}, schedule {self.schedule}"
             if len(self.alternatives) > 1:
-                alt = ", ".join(f"{k} {format_count(v, 'FLOP')}" for k, v in
-                                self.alternatives.items())
-                head += f" (considered: {alt})"
+                alt = ", ".join(
+                    f"{k} {format_count(v, 'FLOP')}, roofline {format_count(self.estimates[k])}"
+                    if k in self.estimates else f"{k} {format_count(v, 'FLOP')}"
+                    for k, v in self.alternatives.items())
+                head += (f" (considered: {alt}; fused is taken below {FUSED_MARGIN}× of "
+                         "materialize's roofline)")
         lines = [head,
                  f"params {self.num_params:,}  compression {self.compression_ratio:,.1f}×  "
                  f"dtype {self.dtype}"]
