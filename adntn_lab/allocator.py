@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 import threading
@@ -61,15 +62,10 @@ def tune_allocator(threshold: int = DEFAULT_THRESHOLD) -> bool:
     if not sys.platform.startswith("linux"):
         _status.update(tuned=False, reason=f"not glibc ({sys.platform})")
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    if _libc() is None:
         _status.update(tuned=False, reason="no mallopt in the C library (not glibc)")
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(
-        mallopt(_M_TRIM_THRESHOLD, int(threshold)))
+    ok = _mallopt(_M_MMAP_THRESHOLD, threshold) and _mallopt(_M_TRIM_THRESHOLD, threshold)
     _status.update(tuned=ok, threshold=int(threshold),
                    reason=f"threshold {int(threshold):,} bytes" if ok
                    else "mallopt refused the threshold")
@@ -81,8 +77,7 @@ def release_free_memory() -> None:
     set is what is alive, not what the tuned heap keeps for reuse. Used by the lean backward
     pass between its phases; a no-op when the allocator is not tuned."""
     if _status["tuned"]:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+        _libc().malloc_trim(0)
 
 
 @contextlib.contextmanager
@@ -107,10 +102,19 @@ def memory_first():
                     _mallopt(_M_MMAP_THRESHOLD, _status["threshold"])
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library with ``mallopt`` and ``malloc_trim`` (glibc), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    except (OSError, AttributeError):
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
 def _mallopt(param: int, value: int) -> bool:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(libc.mallopt(param, int(value)))
+    return bool(_libc().mallopt(param, int(value)))
 
 
 def allocator_status() -> dict:

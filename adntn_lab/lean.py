@@ -29,7 +29,7 @@ import torch
 from .allocator import memory_first, release_free_memory
 from .circuits import GateChain, _apply_block, _block_matrix
 from .steps import contract_tree
-from .tensorize import _FAST_UNSHUFFLE_MIN, _take, _unshuffle_plan
+from .tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
 
 __all__ = ["lean_weight"]
 
@@ -187,12 +187,10 @@ def _to_matrix(program, final):
         final = final.permute(*(have.index(ix) for ix in want))
     if tz.n_sites < 3 or math.prod(tz.site_dims) < _FAST_UNSHUFFLE_MIN:
         return tz.to_matrix(final).contiguous()
-    h_order, t_order, (oh, ih, ot, it) = _unshuffle_plan(tz)
+    h_order, t_order, _ = _unshuffle_plan(tz)
     w = final.reshape(len(h_order), len(t_order))
-    del final
-    w = _take(w, t_order, 1)
-    w = _take(w, h_order, 0)
-    w = w.view(oh, ih, ot, it).transpose(1, 2).reshape(tz.padded_out, tz.padded_in)
+    del final  # the gathers below then free the final state as soon as they have read it
+    w = unshuffle_rows_columns(w, tz).reshape(tz.padded_out, tz.padded_in)
     return w[: tz.out_features, : tz.in_features].contiguous()
 
 

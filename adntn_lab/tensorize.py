@@ -151,8 +151,19 @@ def _unshuffle(wp, tz: Tensorization):
 
 
 def _unshuffle_forward(wp, tz):
+    h_order, t_order, _ = _unshuffle_plan(tz)
+    return unshuffle_rows_columns(ar.do("reshape", wp, (len(h_order), len(t_order))), tz)
+
+
+def unshuffle_rows_columns(w, tz: Tensorization):
+    """The gathers and transpose of :func:`_unshuffle_forward` on ``wp`` already viewed as
+    (head, tail) rows and columns; each intermediate is dropped once the next exists.
+
+    Returns
+    -------
+    array, shape (Oh, Ot, Ih, It): reshape to (O', I') for the padded weight
+    """
     h_order, t_order, (oh, ih, ot, it) = _unshuffle_plan(tz)
-    w = ar.do("reshape", wp, (len(h_order), len(t_order)))
     w = _take(w, t_order, 1)
     w = _take(w, h_order, 0)
     w = ar.do("reshape", w, (oh, ih, ot, it))
