@@ -286,9 +286,9 @@ def cost_report(gen, *, batch_size=None, schedule="auto", memory_limit=None,
     reports = {c: _report(gen, batch_size, c, memory_limit, itemsize, dtype) for c in candidates}
     # fused must win clearly: materializing W ends in one large matrix product that runs at
     # the machine's best rate, while the fused pairwise products are smaller and slower per
-    # multiply-add than the roofline model credits (measured on training steps of every
-    # family at 784-4096 features and batches 16-256: fused was faster exactly when its
-    # estimate was below 0.64 of materialize's, and slower from 0.74 up)
+    # multiply-add than the roofline model credits (benchmarks/bench_schedule_margin.py:
+    # training steps of every family at 784-4096 features and batches 16-256; fused was
+    # faster exactly when its estimate was at most 0.64 of materialize's, slower from 0.74)
     best = reports.get("materialize") or reports["fused"]
     if ("fused" in reports and "materialize" in reports
             and reports["fused"].estimated_time < FUSED_MARGIN * best.estimated_time):

@@ -258,11 +258,36 @@ def bench_schedule_ranking(repeat):
     return rows
 
 
+def bench_components(repeat):
+    """Two reference points for the generation table: the bare last product of a rank-8 tree
+    (the floor of any engine that materialises W), and W's reordering into matrix order by
+    gathers against one transpose over all mode axes (24-qubit brick-wall)."""
+    rows = []
+    for n in (1024, 4096):
+        left = torch.randn(n, 8, requires_grad=True)
+        right = torch.randn(8, n, requires_grad=True)
+
+        def floor(left=left, right=right):
+            (left @ right).sum().backward()
+        row = {"case": f"rank-8 product {n}x{n} fwd+bwd", "seconds": timeit(floor, repeat=repeat)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    tz = al.build("brickwall", 4096, 4096, depth=3).tensorization
+    wp = torch.randn(tz.site_dims, requires_grad=True)
+    gathers = timeit(lambda: tz.to_matrix(wp).sum().backward(), repeat=repeat)
+    transpose = timeit(lambda: plain_matrix(tz, wp).sum().backward(), repeat=repeat)
+    row = {"case": "W reordering, 24 qubits, fwd+bwd", "gathers_s": gathers,
+           "transpose_s": transpose, "speedup": transpose / gathers}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small cases only, few repeats")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["generation", "training", "memory", "ranking"])
+                   choices=["generation", "training", "memory", "ranking", "components"])
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for every side (default 1: on a shared machine a "
                         "second thread mostly waits, which blurs every ratio)")
@@ -270,7 +295,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     repeat = 2 if args.quick else 5
-    parts = args.only or ["generation", "training", "memory", "ranking"]
+    parts = args.only or ["generation", "training", "memory", "ranking", "components"]
     result = {}
     if "generation" in parts:
         names = ["ttn-1024", "mera-1024", "brickwall-Q20"] if args.quick else list(GENERATION)
@@ -282,6 +307,8 @@ def main(argv=None):
         result["memory"] = bench_memory(1024 if args.quick else 4096)
     if "ranking" in parts:
         result["ranking"] = bench_schedule_ranking(repeat)
+    if "components" in parts:
+        result["components"] = bench_components(repeat)
     path = write("engine" if not args.quick else "engine_quick", result)
     print(f"\nmachine: {json.dumps(machine())}\nwritten to {path}")
 
