@@ -7,16 +7,16 @@
 """
 
 from .activations import ACTIVATIONS, Activation, get_activation
-from .allocator import _tune_on_import, allocator_status, tune_allocator
-from .cost import CostReport
-from .execute import MemoryLimitError, Program
+from .engine.allocator import allocator_status, tune_allocator, tune_from_environment
+from .engine.cost import CostReport
+from .engine.planning import plan_cache_info, set_plan_cache
+from .engine.program import MemoryLimitError, Program
 from .generator import Generator, Stage, build, default_init_std
-from .plan import plan_cache_info, set_plan_cache
 from .tensorize import Tensorization, qubit_tensorization, tensorize
 from .topologies import FAMILIES
 from .topologies.custom import from_graph
 
-_tune_on_import()
+tune_from_environment()  # opt-in only: a no-op unless ADNTN_LAB_ALLOCATOR=tuned
 
 __version__ = "0.1.0"
 

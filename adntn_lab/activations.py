@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import autoray as ar
 
-from .backends import array_namespace
+from .engine.backends import array_namespace
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "resolve_stage_activations"]
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from . import topologies as topo
 from .activations import Activation, resolve_stage_activations
-from .execute import Program
-from .plan import plan_structure
+from .engine.planning import plan_structure
+from .engine.program import Program
 from .tensorize import (
     Tensorization,
     check_features,
@@ -270,7 +270,7 @@ class Generator:
         backend : {"numpy", "torch", "cupy", "auto"}
             Array library to run the contraction with; ``"auto"`` picks CuPy on a CUDA
             device, else torch on CUDA, else numpy (see
-            :func:`adntn_lab.backends.resolve_backend`). Ignored when ``params`` is given.
+            :func:`adntn_lab.engine.backends.resolve_backend`). Ignored when ``params`` is given.
         params : dict, optional
             Arrays to use instead of the stored numpy values (e.g. torch Parameters); all
             from one backend on one device.
@@ -282,7 +282,7 @@ class Generator:
         memory_limit : int, optional
             Bytes; groups over it run sliced (see :meth:`cost`).
         """
-        from .backends import to_backend
+        from .engine.backends import to_backend
 
         arrays = params if params is not None else to_backend(self.params, backend,
                                                              device=device, dtype=dtype)
@@ -312,7 +312,7 @@ class Generator:
         -------
         CostReport
         """
-        from .cost import cost_report
+        from .engine.cost import cost_report
 
         return cost_report(self, batch_size=batch_size, schedule=schedule,
                            memory_limit=memory_limit, dtype=dtype, optimize=optimize)

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timeit, write  # noqa: E402
 
-from adntn_lab.cost import FUSED_MARGIN  # noqa: E402
+from adntn_lab.engine.cost import FUSED_MARGIN  # noqa: E402
 from adntn_lab.nn import ADNTNLinear  # noqa: E402
 
 CASES = [

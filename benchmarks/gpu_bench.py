@@ -7,7 +7,8 @@ For TTN (4096x4096, chi 8), MERA (4096x4096) and brick-wall (Q=24 qubits, M=3 la
 - one training step (forward, backward, SGD) at batch 256 and 512, for
   ``torch`` (autograd through the contraction, materialised ``W``), ``layer``
   (``ADNTNLinear`` with ``schedule="auto"``: fused or materialised by the cost model),
-  ``cupy-adjoint`` and ``cupy-recompute`` (:func:`adntn_lab.gpu.contract_weight`) and the
+  ``cupy-adjoint`` and ``cupy-recompute``
+  (:func:`adntn_lab.engine.cupy_backend.contract_weight`) and the
   dense ``nn.Linear`` of the same shape.
 
 Times come from CUDA events on torch's current stream (CuPy runs on the same stream), after
@@ -51,7 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import adntn_lab as al  # noqa: E402
-from adntn_lab.gpu import contract_weight, to_cupy, torch_stream  # noqa: E402
+from adntn_lab.engine.cupy_backend import contract_weight, to_cupy, torch_stream  # noqa: E402
 from adntn_lab.nn import ADNTNLinear  # noqa: E402
 
 FULL = [

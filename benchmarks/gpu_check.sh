@@ -68,8 +68,8 @@ say "imports"
 "$PY" - <<'EOF' || { echo "import check failed" >&2; exit 3; }
 import importlib, sys
 import torch, numpy, quimb, cotengra, autoray
-import adntn_lab, adntn_lab.nn, adntn_lab.gpu
-from adntn_lab.backends import available_backends, machine_summary
+import adntn_lab, adntn_lab.nn, adntn_lab.engine.cupy_backend
+from adntn_lab.engine.backends import available_backends, machine_summary
 assert "anywidget" not in sys.modules and "ipywidgets" not in sys.modules, "widgets imported"
 print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
       f"numpy {numpy.__version__}; quimb {quimb.__version__}; cotengra {cotengra.__version__}; "

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import adntn_lab as al
-from adntn_lab import allocator
+from adntn_lab.engine import allocator
 
 
 def test_status_says_what_is_in_effect():

@@ -1,8 +1,8 @@
 """Backend selection, device checks and the DLPack/adjoint contraction path, on the CPU.
 
 The GPU-only counterparts live in ``test_gpu.py``. Here the machine's CUDA state is simulated
-where an error path needs it, and :func:`adntn_lab.gpu.contract_weight` runs its numpy engine,
-whose forward and adjoint algebra are the same code as on CuPy.
+where an error path needs it, and :func:`adntn_lab.engine.cupy_backend.contract_weight` runs its
+numpy engine, whose forward and adjoint algebra are the same code as on CuPy.
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ import pytest
 import torch
 
 import adntn_lab as al
-from adntn_lab import backends
-from adntn_lab.backends import BackendUnavailableError, check_arrays, cuda_index, resolve_backend
-from adntn_lab.gpu import contract_weight, layer_weight, to_cupy, to_torch
+from adntn_lab.engine import backends
+from adntn_lab.engine.backends import (
+    BackendUnavailableError,
+    check_arrays,
+    cuda_index,
+    resolve_backend,
+)
+from adntn_lab.engine.cupy_backend import contract_weight, layer_weight, to_cupy, to_torch
 from adntn_lab.nn import ADNTNLinear
 
 # (family, options, in_features, out_features): every family, nonlinear where it has stages,
@@ -90,7 +95,7 @@ def test_cuda_index_beyond_the_machine_is_refused(monkeypatch):
 
 def test_auto_without_gpu_runs_numpy_and_says_so(no_cuda, caplog):
     gen = generator(CASES[0])
-    with caplog.at_level("INFO", logger="adntn_lab.backends"):
+    with caplog.at_level("INFO", logger="adntn_lab.engine.backends"):
         W = gen.weight(backend="auto")
     assert isinstance(W, np.ndarray) and W.dtype == np.float64
     np.testing.assert_array_equal(W, gen.weight())
@@ -231,7 +236,7 @@ def test_layer_weight_trains_like_the_layer():
 @pytest.mark.parametrize("eq", ["ab,bc->ac", "abc,cd->dba", "ab,bc->c", "ab,ab->ab", "ab,b->a",
                                 "abc,bd->ad"])
 def test_pairwise_adjoint_matches_autograd(eq):
-    from adntn_lab.gpu import _vjp_pair
+    from adntn_lab.engine.cupy_backend import _vjp_pair
 
     rng = np.random.default_rng(7)
     dims = dict(zip("abcd", (3, 4, 5, 2)))

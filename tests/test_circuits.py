@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import adntn_lab as al
-from adntn_lab.circuits import detect_gate_chain
+from adntn_lab.engine.gate_chains import detect_gate_chain
 
 
 @pytest.mark.parametrize("pattern", ["staircase", "brickwall"])
@@ -62,7 +62,7 @@ def test_partition_covers_every_gate_once_in_order_and_avoids_thin_blocks():
     """The block split is a cost-minimising partition of the gates in application order:
     every gate once, each block within the size cap, and (for the 24-line staircase) no
     block whose trailing dimension is 2, 4 or 8, which the batched product handles badly."""
-    from adntn_lab.circuits import _block_cost, _partition
+    from adntn_lab.engine.gate_chains import _block_cost, _partition
 
     line_dims = (2,) * 24
     applied = [(k + 1, k) for k in range(23)]  # staircase: gate k on lines (k, k + 1)

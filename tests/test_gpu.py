@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import adntn_lab as al
-from adntn_lab.backends import BackendUnavailableError, available_backends
-from adntn_lab.gpu import contract_weight, layer_weight, to_cupy, to_torch
+from adntn_lab.engine.backends import BackendUnavailableError, available_backends
+from adntn_lab.engine.cupy_backend import contract_weight, layer_weight, to_cupy, to_torch
 from adntn_lab.nn import ADNTNLinear
 
 pytestmark = pytest.mark.gpu

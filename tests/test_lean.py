@@ -1,4 +1,4 @@
-"""Program.recompute = "lean": the least-memory backward pass (adntn_lab.lean)."""
+"""Program.recompute = "lean": the least-memory backward pass (adntn_lab.engine.lean_backward)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_lean_is_ignored_without_gradients():
 def test_auto_switches_to_lean_when_the_ordinary_pass_would_not_fit(monkeypatch):
     """recompute="auto" runs the lean pass when the ordinary pass's peak (a multiple of W's
     bytes) exceeds half the available memory, and the ordinary pass otherwise."""
-    import adntn_lab.execute as execute
+    import adntn_lab.engine.program as execute
 
     gen = al.build("brickwall", 4096, 1024, depth=2)  # W: 16 MiB in float32
     arrays = {k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)

@@ -1,4 +1,4 @@
-"""Contraction trees run as pre-laid-out matrix products (adntn_lab.steps)."""
+"""Contraction trees run as pre-laid-out matrix products (adntn_lab.engine.matmul_steps)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import adntn_lab as al
-from adntn_lab.steps import contract_tree
+from adntn_lab.engine.matmul_steps import contract_tree
 
 
 def _random_network(rng, n_tensors, n_inds, *, hyper=False, trace=False):

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,28 +63,18 @@ def same_structure(a: al.Generator, b: al.Generator) -> None:
 # ---------------------------------------------------------------------------- static files
 
 
-def test_static_files_come_from_the_repository_widgets_folder():
+def test_static_files_are_package_data():
+    import adntn_lab.widgets
+
+    folder = Path(adntn_lab.widgets.__file__).parent / "static"
     for name in ("designer", "inspector", "trainer", "explorer"):
         js, css = static_file(f"{name}.js"), static_file(f"{name}.css")
-        assert js.parent.name in ("widgets", "_static")
+        assert js.parent == folder and css.parent == folder
         text = js.read_text()
         assert "export default" in text and "render" in text
         assert css.read_text().strip()
     with pytest.raises(FileNotFoundError, match="reinstall"):
         static_file("no-such-widget.js")
-
-
-def test_static_files_prefer_the_installed_copy(tmp_path, monkeypatch):
-    from adntn_lab.widgets import _common
-
-    pkg = tmp_path / "site" / "adntn_lab"
-    (pkg / "_static").mkdir(parents=True)
-    (tmp_path / "site" / "widgets").mkdir()
-    (tmp_path / "site" / "widgets" / "designer.js").write_text("// checkout")
-    monkeypatch.setattr(_common, "_PACKAGE", pkg)
-    assert static_file("designer.js") == tmp_path / "site" / "widgets" / "designer.js"
-    (pkg / "_static" / "designer.js").write_text("// wheel")
-    assert static_file("designer.js") == pkg / "_static" / "designer.js"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

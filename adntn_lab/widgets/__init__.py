@@ -5,8 +5,7 @@
 - :class:`LiveTrainer`: training in a background thread with Start, Stop and Resume.
 - :class:`CompressionExplorer`: accuracy against parameters over a sweep, Pareto front marked.
 
-Their ES modules and stylesheets live in the repository's ``widgets/`` folder (shipped in the
-wheel as ``adntn_lab/_static``).
+Their ES modules and stylesheets live in ``adntn_lab/widgets/static/``.
 """
 
 from .designer import TopologyDesigner

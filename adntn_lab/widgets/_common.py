@@ -1,9 +1,10 @@
 """Shared pieces of the widgets: static files, error display, action messages, images.
 
-Every widget is an :class:`anywidget.AnyWidget` whose ES module and CSS live in the repository's
-top-level ``widgets/`` folder (shipped inside the wheel as ``adntn_lab/_static``). Front ends talk
-to Python in two ways: by setting synced traits (as any ipywidget does) and by sending custom
-messages ``{"action": name, ...}`` for button presses. Both paths run inside :meth:`_guard`,
+Every widget is an :class:`anywidget.AnyWidget` whose ES module and CSS live in
+``adntn_lab/widgets/static/`` (package data: wheels and editable installs read the same
+files). Front ends talk to Python in two ways: by setting synced traits (as any ipywidget
+does) and by sending custom messages ``{"action": name, ...}`` for button presses. Both
+paths run inside :meth:`_guard`,
 so a bad edit shows its reason in the widget's ``error`` trait instead of raising into the
 notebook, and the widget keeps its last good state.
 """
@@ -35,28 +36,22 @@ __all__ = [
     "new_figure",
 ]
 
-_PACKAGE = Path(__file__).resolve().parent.parent
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def static_file(name: str) -> Path:
-    """Path of a widget's ES module or stylesheet.
-
-    An installed wheel holds the files in ``adntn_lab/_static``; an editable install reads them
-    from the repository's ``widgets/`` folder.
+    """Path of a widget's ES module or stylesheet in ``adntn_lab/widgets/static``.
 
     Parameters
     ----------
     name : str
         File name such as ``"designer.js"``.
     """
-    for folder in (_PACKAGE / "_static", _PACKAGE.parent / "widgets"):
-        path = folder / name
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"widget file {name!r} is neither in {_PACKAGE / '_static'} (installed wheel) nor in "
-        f"{_PACKAGE.parent / 'widgets'} (source checkout); reinstall adntn_lab"
-    )
+    path = STATIC / name
+    if not path.is_file():
+        raise FileNotFoundError(f"widget file {name!r} is missing from {STATIC}; "
+                                "reinstall adntn_lab")
+    return path
 
 
 def widget_module(name: str) -> str:

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import traitlets
 
-from ..backends import available_backends, to_backend
-from ..cost import cost_report
-from ..execute import Program
+from ..engine.backends import available_backends, to_backend
+from ..engine.cost import cost_report
+from ..engine.program import Program
 from ..generator import Generator
 from ._common import (
     ActionWidget,

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from .plan import TRAFFIC, roofline_score
+from .planning import TRAFFIC, roofline_score
 
 __all__ = ["CostReport", "StageCost", "StepCost", "cost_report", "SCHEDULES", "format_count"]
 
@@ -91,7 +91,7 @@ class CostReport:
         Total FLOPs of each schedule that was considered.
     estimated_time : float
         Run time of the forward pass estimated by the roofline model of
-        :func:`adntn_lab.plan.roofline_score`, in multiply-add units (comparable between
+        :func:`adntn_lab.engine.planning.roofline_score`, in multiply-add units (comparable between
         schedules and generators on one machine, not seconds).
     estimates : dict
         ``estimated_time`` of each schedule that was considered.
@@ -200,7 +200,7 @@ class CostReport:
         """Bar chart of FLOPs per pairwise step, coloured by stage (log scale)."""
         import matplotlib.pyplot as plt
 
-        from .draw import stage_colors
+        from ..draw import stage_colors
 
         if ax is None:
             _, ax = plt.subplots(figsize=(8, 3))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import cotengra as ctg
 
-from .topologies._blueprint import CoreSpec
+from ..topologies._blueprint import CoreSpec
 
 __all__ = [
     "GroupPlan",

@@ -1,8 +1,9 @@
 """Executing a plan: stage by stage, group by group, on numpy, torch or CuPy arrays.
 
 The :class:`Program` is compiled once per structure (its groups and cotengra trees come from
-:mod:`adntn_lab.plan`) and then runs on whatever arrays it is given: numpy for reference and
-inspection, torch for training (autograd flows through every contraction), CuPy on a GPU.
+:mod:`adntn_lab.engine.planning`) and then runs on whatever arrays it is given: numpy for
+reference and inspection, torch for training (autograd flows through every contraction), CuPy
+on a GPU.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 
 import autoray as ar
 
-from .activations import Activation
+from ..activations import Activation
+from ..tensorize import Tensorization
 from .backends import check_arrays
-from .circuits import GateChain, detect_gate_chain
-from .plan import GroupPlan, Plan, contraction_tree, tree_from_path
-from .steps import contract_tree
-from .tensorize import Tensorization
+from .gate_chains import GateChain, detect_gate_chain
+from .matmul_steps import contract_tree
+from .planning import GroupPlan, Plan, contraction_tree, tree_from_path
 
 __all__ = ["Program", "Capture", "MemoryLimitError"]
 
@@ -91,7 +92,7 @@ class Program:
         #: recompute in the backward pass: "auto" (large groups; the lean pass when the
         #: ordinary one would not fit in half the available memory), True (every group),
         #: False, or "lean" (keep nothing; recompute every group's inputs, O(1) states per
-        #: gate chain; least memory, about 2.5x the time: see adntn_lab.lean)
+        #: gate chain; least memory, about 2.5x the time: see adntn_lab.engine.lean_backward)
         self.recompute = "auto"
         self.last_placement: tuple[str, str] | None = None
         self._recompute_choice: dict = {}
@@ -199,7 +200,7 @@ class Program:
         if (self.last_placement[0] == "torch" and not (capture or hook or physical)
                 and memory_limit is None and _needs_grad(list(arrays.values()))
                 and self._lean_wanted(arrays)):
-            from .lean import lean_weight
+            from .lean_backward import lean_weight
 
             return lean_weight(self, arrays)
         itemsize = _itemsize(next(iter(arrays.values())))

@@ -9,10 +9,10 @@ Raising the mmap and trim thresholds keeps freed blocks in the heap for the next
 
 The price is a more fragmented heap: the peak resident set of a large brick-wall training step
 grows from about 12x to 19-30x the bytes of ``W`` (see the README's Performance section), while
-the step runs 2-3x faster. The tuning is applied once when :mod:`adntn_lab` is imported, on Linux
-with glibc only. Set the environment variable ``ADNTN_LAB_ALLOCATOR=system`` before the import
-to keep the system's defaults (and use ``Program.recompute = "lean"`` where memory is what
-matters); :func:`allocator_status` says what is in effect.
+the step runs 2-3x faster. Because it changes ``malloc`` for the whole process (every other
+library in it too), the tuning is opt-in, on Linux with glibc only: call :func:`tune_allocator`,
+set ``ADNTN_LAB_ALLOCATOR=tuned`` in the environment before :mod:`adntn_lab` is imported, or pass
+``--tune-allocator`` to ``adntn-lab train``. :func:`allocator_status` says what is in effect.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import os
 import sys
 import threading
 
-__all__ = ["tune_allocator", "allocator_status", "release_free_memory", "memory_first"]
+__all__ = ["tune_allocator", "tune_from_environment", "allocator_status", "release_free_memory",
+           "memory_first"]
 
 # mallopt parameter numbers from <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -122,9 +123,20 @@ def allocator_status() -> dict:
     return {"tuned": _status["tuned"], "reason": _status["reason"]}
 
 
-def _tune_on_import() -> None:
-    choice = os.environ.get("ADNTN_LAB_ALLOCATOR", "tuned").strip().lower()
-    if choice == "system":
-        _status.update(tuned=False, reason="ADNTN_LAB_ALLOCATOR=system")
-        return
-    tune_allocator()
+def tune_from_environment() -> bool:
+    """Tune the allocator when ``ADNTN_LAB_ALLOCATOR=tuned``; leave it alone otherwise.
+
+    Returns
+    -------
+    bool
+        Whether the thresholds were changed.
+    """
+    choice = os.environ.get("ADNTN_LAB_ALLOCATOR", "system").strip().lower()
+    if choice not in ("tuned", "system", ""):
+        raise ValueError(f"ADNTN_LAB_ALLOCATOR={choice!r}; use 'tuned' or 'system'")
+    if choice != "tuned":
+        if not _status["tuned"]:
+            _status.update(reason="system defaults (set ADNTN_LAB_ALLOCATOR=tuned or call "
+                                  "tune_allocator() to opt in)")
+        return False
+    return tune_allocator()

@@ -15,7 +15,7 @@ for each one,
 
 Activations are differentiated chunk by chunk in place, and ``W``'s reordering drops each
 intermediate as soon as the next exists. Large blocks are mapped fresh and free heap pages are
-handed back between phases (:mod:`adntn_lab.allocator`), so the resident set follows what is
+handed back between phases (:mod:`adntn_lab.engine.allocator`), so the resident set follows what is
 alive: for a 24-qubit brick-wall layer, 3.2x the bytes of ``W`` at the peak (``W``, its
 gradient and the working state) against 12-30x for the ordinary pass, at about 2.5x its time.
 """
@@ -26,10 +26,10 @@ import math
 
 import torch
 
+from ..tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
 from .allocator import memory_first, release_free_memory
-from .circuits import GateChain, _apply_block, _block_matrix
-from .steps import contract_tree
-from .tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
+from .gate_chains import GateChain, _apply_block, _block_matrix
+from .matmul_steps import contract_tree
 
 __all__ = ["lean_weight"]
 

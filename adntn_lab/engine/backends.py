@@ -217,7 +217,7 @@ def resolve_backend(backend: str = "auto", device=None) -> tuple[str, object]:
     backend : {"auto", "numpy", "torch", "cupy"}
         ``"auto"`` picks CuPy when it has a CUDA device, else torch on CUDA when torch sees
         one, else numpy; with ``device="cpu"`` it picks numpy. The choice is logged at INFO
-        level on the ``adntn_lab.backends`` logger.
+        level on the ``adntn_lab.engine.backends`` logger.
     device : None, int, str or torch.device
         ``None``/``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``N``.
 
@@ -380,7 +380,7 @@ def check_arrays(arrays: Mapping, where: str = "Program.run") -> tuple[str, str]
     backends = {b for b, _ in seen}
     if len(backends) > 1:
         advice = ("convert them all to one backend, e.g. "
-                  "adntn_lab.backends.to_backend(gen.params, 'torch', device=...) or "
+                  "adntn_lab.engine.backends.to_backend(gen.params, 'torch', device=...) or "
                   "gen.weight(backend=...)")
     else:
         advice = "move them to one device, e.g. with tensor.to(device) or cupy.asarray"

@@ -139,7 +139,7 @@ def engine_for(device) -> str:
 
 # ---------------------------------------------------------------------- compiled steps
 class _Schedule:
-    """Per-group pairwise steps of a :class:`~adntn_lab.execute.Program`, in SSA form.
+    """Per-group pairwise steps of a :class:`~adntn_lab.engine.program.Program`, in SSA form.
 
     Each entry of ``groups`` is ``(group, shapes, steps, perm)``. For a group with ``n``
     operands, slots ``0..n-1`` hold the operands and each step ``(p, l, r, eq)`` writes slot
@@ -367,7 +367,7 @@ def contract_weight(program, arrays: dict, *, mode: str = "adjoint") -> torch.Te
 
     Parameters
     ----------
-    program : adntn_lab.execute.Program
+    program : adntn_lab.engine.program.Program
         A generator's compiled program (``gen.program``).
     arrays : dict of str -> torch.Tensor
         One tensor per core, all on one device (e.g. ``layer.generated.arrays()``).
