@@ -43,7 +43,7 @@ def warn_if_poor(error: float, what: str) -> None:
             "weight keeps little of the trained one; fine-tuning from here can start with dead "
             "units. A larger bond dimension fits better, and training from the fresh init "
             "(fit_steps=0) is usually the better start at this size.",
-            stacklevel=3,
+            stacklevel=4,  # past from_* and its inference-mode wrapper
         )
 
 
