@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..activations import ACTIVATIONS
-from ..generator import _FAMILY_OPTIONS, Generator, build
+from ..families import FAMILIES
+from ..generator import Generator, build
 from .attention import ADNTNMultiheadAttention
 from .compress import GENERATED_TYPES, generated_modules, module_names
 from .conv import ADNTNConv2d
@@ -100,7 +101,7 @@ def generator_spec(gen: Generator, where: str) -> dict:
             "seed": gen.seed, "options": _jsonable(gen.options),
             "optimize": gen.program.optimize if isinstance(gen.program.optimize, str)
             else "auto"}
-    if gen.family not in _FAMILY_OPTIONS:  # a custom network: keep its whole structure
+    if gen.family not in FAMILIES:  # a custom network: keep its whole structure
         spec["graph"] = gen.to_dict()
     return spec
 

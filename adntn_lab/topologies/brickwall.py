@@ -9,8 +9,6 @@ but the last. Parameters: ``16 * M * (Q - 1)``.
 
 from __future__ import annotations
 
-import numbers
-
 from ..tensorize import Tensorization
 from ._blueprint import Blueprint, Builder
 
@@ -37,11 +35,10 @@ def build_brickwall(tz: Tensorization, *, depth: int = 3, pattern: str = "stairc
     pattern : {"staircase", "brickwall"}
         Order of the pairs inside one layer.
     """
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(
             f"depth must be a positive integer number of layers (e.g. 3), got {depth!r}"
         )
-    depth = int(depth)
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; use one of {PATTERNS}")
     if any(d != 2 for d in tz.site_dims):

@@ -8,7 +8,6 @@ legs of neighbouring sites that lie in different height-1 subtrees; they join th
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 
 from ..tensorize import Tensorization
@@ -45,10 +44,9 @@ def _walk(node: _Node):
 
 
 def _check_bond_dim(bond_dim) -> int:
-    # numbers.Integral admits numpy integers (np.int64 from a sweep grid) but not floats
-    if isinstance(bond_dim, bool) or not isinstance(bond_dim, numbers.Integral) or bond_dim <= 0:
+    if isinstance(bond_dim, bool) or not isinstance(bond_dim, int) or bond_dim <= 0:
         raise ValueError(f"bond_dim must be a positive integer (for example 4), got {bond_dim!r}")
-    return int(bond_dim)
+    return bond_dim
 
 
 def _build_tree(tz: Tensorization, chi: int, lateral: bool) -> tuple[Builder, _Node]:
