@@ -290,3 +290,11 @@ def test_patterns_match_full_names_and_unknown_patterns_suggest_close_ones(capsy
     assert [r["name"] for r in new.adntn_summary] == ["enc", "emb"]
     assert "enc" in printed and "total" in printed and "Embedding" in printed
     assert str(new.adntn_summary) == printed.rstrip("\n")
+
+
+def test_oversized_layer_is_refused_naming_it():
+    from adntn_lab.resources import ResourceLimitError
+
+    model = nn.Sequential(nn.Linear(64, 64))
+    with pytest.raises(ResourceLimitError, match="layer '0': "):
+        compress_model(model, "ttn", bond_dim=3, min_params=0, memory_budget=1024)

@@ -13,6 +13,7 @@ import fnmatch
 
 from torch import nn
 
+from ..resources import ResourceLimitError
 from .attention import ADNTNMultiheadAttention
 from .conv import ADNTNConv2d, check_conv_options
 from .conv1d import ADNTNConv1D, conv1d_class
@@ -228,7 +229,10 @@ def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exc
                     raise ValueError(f"layer {aliases[0]!r}: {err}") from None
                 summary.append(_kept(row, str(err)))
                 continue
-        layer = _generated(module, kind, topology, fit_steps, lr, build_options)
+        try:
+            layer = _generated(module, kind, topology, fit_steps, lr, build_options)
+        except ResourceLimitError as err:  # refused before allocating: say which layer
+            raise ResourceLimitError(f"layer {aliases[0]!r}: {err}") from None
         after = _generator_params(layer)
         if after >= before:
             summary.append(_kept(row, f"generator has {after:,} >= {before:,}"))
