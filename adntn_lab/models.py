@@ -6,6 +6,9 @@
   ``fc1`` (-> 120), ``fc2`` (120 -> 84), ``fc3`` (84 -> classes); adapts to small images.
 - :class:`SmallVGG` — a small VGG-style CNN for CIFAR-10: three blocks of two 3x3 convolutions
   with batch norm, then ``fc1``, ``fc2``, ``fc3``.
+- :class:`WideMLP` — a wide three-layer perceptron (784 -> 4096 -> 4096 -> 10 on MNIST) whose
+  ``fc1`` and ``fc2`` (3.2 M and 16.8 M weights) are layers of the size the compression papers
+  report on (AlexNet/VGG-16 fully connected layers).
 
 Layer names are stable so that ``compress_model(..., include=["fc1"])`` patterns match.
 """
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 from torch import nn
 
-__all__ = ["FC2", "MODELS", "LeNet5", "SmallVGG", "build_model"]
+__all__ = ["FC2", "MODELS", "LeNet5", "SmallVGG", "WideMLP", "build_model"]
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -197,7 +200,40 @@ class SmallVGG(nn.Module):
         return self.fc3(x)
 
 
-MODELS = ("fc2", "lenet5", "vgg")
+class WideMLP(nn.Module):
+    """Wide three-layer perceptron: flatten -> ``fc1`` -> ReLU -> ``fc2`` -> ReLU -> ``fc3``.
+
+    Parameters
+    ----------
+    in_features : int, default 784
+        Input size after flattening.
+    hidden : int, default 4096
+        Width of both hidden layers (``fc1`` is (hidden, in_features), ``fc2`` is
+        (hidden, hidden)).
+    num_classes : int, default 10
+
+    Shapes
+    ------
+    input ``(batch, *)`` with ``prod(*) == in_features`` -> logits ``(batch, num_classes)``.
+    """
+
+    def __init__(self, in_features: int = 784, hidden: int = 4096, num_classes: int = 10):
+        super().__init__()
+        in_features = _check_positive_int("in_features", in_features)
+        hidden = _check_positive_int("hidden", hidden)
+        num_classes = _check_positive_int("num_classes", num_classes)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, num_classes)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = self.act(self.fc1(self.flatten(x)))
+        return self.fc3(self.act(self.fc2(x)))
+
+
+MODELS = ("fc2", "lenet5", "vgg", "wide-mlp")
 _MODEL_ALIASES = {
     "fc-2": "fc2",
     "mlp": "fc2",
@@ -206,6 +242,8 @@ _MODEL_ALIASES = {
     "smallvgg": "vgg",
     "small-vgg": "vgg",
     "small_vgg": "vgg",
+    "widemlp": "wide-mlp",
+    "wide_mlp": "wide-mlp",
 }
 
 
@@ -231,17 +269,18 @@ def build_model(name: str, dataset_info, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``"fc2"``, ``"lenet5"`` or ``"vgg"`` (aliases: ``"mlp"``, ``"lenet"``, ``"small-vgg"``).
+        ``"fc2"``, ``"lenet5"``, ``"vgg"`` or ``"wide-mlp"`` (aliases: ``"mlp"``, ``"lenet"``,
+        ``"small-vgg"``, ``"wide_mlp"``).
     dataset_info : Dataset or mapping
         Anything with ``input_shape`` (``(C, H, W)`` or ``(features,)``) and ``num_classes``,
         e.g. the result of :func:`adntn_lab.data.load_dataset`.
     **kwargs
-        Passed to the model's constructor (e.g. ``hidden=128`` for FC2).
+        Passed to the model's constructor (e.g. ``hidden=128`` for FC2 or WideMLP).
 
     Returns
     -------
     torch.nn.Module
-        FC2 with ``in_features = prod(input_shape)``; LeNet5 / SmallVGG with the dataset's
+        FC2 / WideMLP with ``in_features = prod(input_shape)``; LeNet5 / SmallVGG with the dataset's
         channels and image size (these need image-shaped input, ``flatten=False``).
     """
     if not isinstance(name, str):
@@ -250,6 +289,8 @@ def build_model(name: str, dataset_info, **kwargs) -> nn.Module:
     shape, classes = _info(dataset_info)
     if key == "fc2":
         return FC2(in_features=int(np.prod(shape)), num_classes=classes, **kwargs)
+    if key == "wide-mlp":
+        return WideMLP(in_features=int(np.prod(shape)), num_classes=classes, **kwargs)
     if key in ("lenet5", "vgg"):
         if len(shape) != 3:
             raise ValueError(

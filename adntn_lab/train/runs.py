@@ -55,11 +55,13 @@ __all__ = [
 ]
 
 STRATEGIES = ("e2e", "fit-finetune", "dmrg")
-DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2")}
+DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2"),
+                    "wide-mlp": ("fc1", "fc2")}
 # options a run may set: every family's own (from the registry) and the tensorisation
 FAMILY_OPTIONS = (*sorted({o.name for f in all_families() for o in f.options} - {"bond_dim"}),
                   "n_sites", "in_modes", "out_modes")
 DENSE = ("dense", "none")
+_HIDDEN_MODELS = ("fc2", "wide-mlp")
 # settings that may change between an interrupted run and its continuation
 _RESUMABLE_CHANGES = ("epochs", "device")
 
@@ -92,14 +94,14 @@ class RunConfig:
 
     Attributes
     ----------
-    model : {"fc2", "lenet5", "vgg"}
+    model : {"fc2", "lenet5", "vgg", "wide-mlp"}
     dataset : str
         See :func:`adntn_lab.data.load_dataset`.
     family : str or None
         Generator family for the compressed layers; None or ``"dense"`` trains the dense model.
     compress : list of str or None
         Layer-name patterns to compress; None means the model's default (``fc1`` for FC-2,
-        ``fc1`` and ``fc2`` for LeNet-5 and the VGG).
+        ``fc1`` and ``fc2`` for LeNet-5, the VGG and the wide MLP).
     bond_dim : int
     activation : str or None
         Activation between stages; None takes the family's default (ReLU for the nonlinear
@@ -114,7 +116,7 @@ class RunConfig:
     weight_decay : float
     lr_schedule : {"constant", "cosine"}
     hidden : int or None
-        FC-2 hidden width (None: 256).
+        Hidden width of FC-2 (None: 256) or of the wide MLP (None: 4096).
     dense_epochs, fit_steps : fit-finetune settings.
     data_seed : int
         Seed of the train/test split of the bundled datasets (0: the project's fixed split).
@@ -257,8 +259,9 @@ def _base_model(config: RunConfig, data) -> nn.Module:
 
     kwargs = {}
     if config.hidden is not None:
-        if config.model != "fc2":
-            raise ValueError("hidden sets the FC-2 hidden width; it applies to model 'fc2' only")
+        if config.model not in _HIDDEN_MODELS:
+            raise ValueError("hidden sets the hidden width of the perceptrons; it applies to "
+                             f"models {', '.join(_HIDDEN_MODELS)} only, not {config.model!r}")
         kwargs["hidden"] = config.hidden
     torch.manual_seed(config.seed)
     return build_model(config.model, data, **kwargs)

@@ -1,0 +1,413 @@
+"""Paper-scale frontier and ablations on MNIST-5k: where do nonlinear generators beat linear ones?
+
+Stages (run in the order given; every stage is resumable because every grid goes through
+:func:`adntn_lab.train.sweep.run_sweep`, which skips the points already in its
+``results.jsonl``):
+
+- ``tune``   — the learning rate of the wide-MLP recipe, on a validation split of the training
+  set (800 of the 4,000 images), for TTN chi=4 and MPO chi=3; the best mean is frozen.
+- ``wide``   — the frontier on the wide MLP 784 -> 4096 -> 4096 -> 10, ``fc1`` and ``fc2``
+  compressed (3.2 M + 16.8 M weights), every family, dense baseline.
+- ``fc2-ablate`` / ``wide-ablate`` — activation (identity / relu / tanh), brick-wall depth and
+  training length at equal parameters, on FC-2's 784 -> 256 layer and on the wide MLP.
+- ``init``   — brick-wall gates started near the identity on the product state instead of the
+  calibrated random init.
+- ``report`` — merges every sweep into ``results.jsonl`` / ``results.csv`` and writes
+  ``table.md`` and ``frontier.png`` (also done after every other stage).
+
+Usage (from the repository root)::
+
+    nice -n 19 python experiments/paper_scale/run_paper_scale.py --stages tune wide --seeds 0 1
+
+Run folders (with checkpoints, up to 250 MB each for the dense wide MLP) go to
+``experiments/paper_scale/runs/``, which git ignores; only the merged tables are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+N_TEST = 1000
+
+# FC-2: the frontier's frozen recipe (experiments/frontier), so the two studies compare
+FC2_RECIPE = dict(model="fc2", dataset="mnist-5k", optimizer="adam", lr_schedule="cosine",
+                  lr=1e-2, batch_size=64, epochs=20)
+# wide MLP: batch and epochs fixed by the compute budget, lr tuned by the ``tune`` stage
+WIDE_RECIPE = dict(model="wide-mlp", dataset="mnist-5k", optimizer="adam",
+                   lr_schedule="cosine", batch_size=128, epochs=8)
+TUNE_LRS = (1e-3, 3e-3, 1e-2)
+TUNE_POINTS = (("ttn", 4), ("mpo", 3))
+
+
+def _base(recipe: dict, **changes):
+    from adntn_lab.train.runs import RunConfig
+
+    return RunConfig(**{**recipe, **changes})
+
+
+# ----------------------------------------------------------------------------- tuning
+
+
+def validation_data(seed: int = 0):
+    """The training set split into 3,200 images to train on and 800 to validate on."""
+    import dataclasses
+
+    from torch.utils.data import TensorDataset
+
+    from adntn_lab.data import load_dataset
+
+    data = load_dataset("mnist-5k")
+    x, y = data.train.tensors
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+    val, tr = perm[:800], perm[800:]
+    return dataclasses.replace(data, train=TensorDataset(x[tr], y[tr]),
+                               test=TensorDataset(x[val], y[val]))
+
+
+def stage_tune(args) -> None:
+    from adntn_lab.train.runs import run_training
+
+    path = HERE / "tune.jsonl"
+    done = {json.loads(line)["key"] for line in path.read_text().splitlines()} \
+        if path.exists() else set()
+    data = validation_data()
+    for family, bd in TUNE_POINTS:
+        for lr in TUNE_LRS:
+            key = f"{family}-{bd}-lr{lr:g}"
+            if key in done:
+                continue
+            cfg = _base(WIDE_RECIPE, family=family, bond_dim=bd, lr=lr, seed=0)
+            res = run_training(cfg, None, data=data, progress=False, log=print)
+            row = {"key": key, "family": family, "bond_dim": bd, "lr": lr,
+                   "val_acc": res.metrics["final"]["test_acc"],
+                   "wall_time": res.metrics["wall_time"], "recipe": WIDE_RECIPE}
+            with open(path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def frozen_lr() -> float:
+    """The wide-MLP learning rate: best mean validation accuracy over the tuning points."""
+    path = HERE / "tune.jsonl"
+    if not path.exists():
+        raise SystemExit("run the 'tune' stage first (it writes tune.jsonl)")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_lr: dict[float, list[float]] = {}
+    for r in rows:
+        by_lr.setdefault(r["lr"], []).append(r["val_acc"])
+    complete = {lr: v for lr, v in by_lr.items() if len(v) == len(TUNE_POINTS)}
+    if len(complete) < len(TUNE_LRS):
+        raise SystemExit("the tuning grid is incomplete; run the 'tune' stage again")
+    return max(complete, key=lambda lr: (np.mean(complete[lr]), -lr))
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def sweep(group: str, base, families, bond_dims, seeds) -> None:
+    from adntn_lab.train.sweep import run_sweep
+
+    t0 = time.perf_counter()
+    run_sweep(base, RUNS / group, families=families, bond_dims=bond_dims, seeds=seeds,
+              progress=False, log=print)
+    print(f"[{group}] {families} {list(bond_dims)} seeds {list(seeds)}: "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def wide_base(**changes):
+    return _base(WIDE_RECIPE, lr=frozen_lr(), **changes)
+
+
+# budgets of the wide MLP (fc1 + fc2 parameters): ~200, ~500-700, ~1,300, ~5,000, ~15,000
+WIDE_GRID = {"ttn": (1, 2, 4, 8), "mpo": (1, 2, 3, 6), "brickwall": (1, 2), "lowrank": (1,)}
+WIDE_N16_GRID = {"mera": (2, 4), "attn": (2, 4)}  # 16 sites: their default 8 are ~10^4 params
+WIDE_BIG = {"ttn": (12,), "mpo": (12,)}  # the ~1,000x end, where low-rank rank 1 sits
+
+
+def stage_wide(args) -> None:
+    for seed in args.seeds:
+        for fam, bds in WIDE_GRID.items():
+            sweep("wide", wide_base(), [fam], bds, [seed])
+        sweep("wide", wide_base(), ["dense"], [1], [seed])
+        for fam, bds in WIDE_N16_GRID.items():
+            sweep("wide-n16", wide_base(options={"n_sites": 16}), [fam], bds, [seed])
+    for seed in args.seeds:
+        for fam, bds in WIDE_BIG.items():
+            sweep("wide", wide_base(), [fam], bds, [seed])
+
+
+def stage_fc2_ablate(args) -> None:
+    seeds = args.seeds
+    # equal-parameter baselines and the relu points: TTN chi=4 (496), MPO chi=3 (528),
+    # brick-wall depth 1 (272) and 2 (544), MPO chi=2 (~220)
+    sweep("fc2", _base(FC2_RECIPE), ["ttn"], [4], seeds)
+    sweep("fc2", _base(FC2_RECIPE), ["mpo"], [2, 3], seeds)
+    sweep("fc2", _base(FC2_RECIPE), ["dense"], [1], seeds)
+    for act in ("identity", "tanh"):
+        sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["ttn"], [4], seeds)
+    sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [1, 2], seeds)
+    for act in ("identity", "tanh"):
+        sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["brickwall"], [1], seeds)
+    # training length: 3x the epochs at equal parameters
+    sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["ttn"], [4], seeds)
+    sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["mpo"], [3], seeds)
+
+
+def stage_wide_ablate(args) -> None:
+    seeds = args.seeds
+    for act in ("identity", "tanh"):
+        sweep(f"wide-{act}", wide_base(activation=act), ["ttn"], [4], seeds)
+    for act in ("identity", "tanh"):
+        sweep(f"wide-{act}", wide_base(activation=act), ["brickwall"], [1], seeds)
+    sweep("wide-long", wide_base(epochs=24), ["ttn"], [4], seeds)
+    sweep("wide-long", wide_base(epochs=24), ["mpo"], [3], seeds)
+
+
+# ----------------------------------------------------------------------------- init ablation
+
+
+def near_identity_gates(noise: float = 0.05):
+    """A training callback that, at the start of a fresh run, sets every brick-wall gate to the
+    identity plus Gaussian noise of std ``noise`` (seeded by the run), in place of the
+    calibrated random init. On the product state [1, 0]^Q this starts W near a one-hot."""
+    eye = torch.eye(4).reshape(2, 2, 2, 2)  # (in_a, in_b, out_a, out_b)
+
+    def callback(ev):
+        if ev["event"] != "start" or ev["step"] != 0:
+            return None
+        g = torch.Generator().manual_seed(int(ev["state"].seed))
+        with torch.no_grad():
+            for mod in ev["model"].modules():
+                gen = getattr(mod, "generator", None)
+                if gen is None or gen.family != "brickwall":
+                    continue
+                for p in mod.cores.values():
+                    p.copy_(eye.to(p) + noise * torch.randn(p.shape, generator=g).to(p))
+        return None
+
+    return callback
+
+
+def stage_init(args) -> None:
+    """Brick-wall with near-identity gates (run through run_training with a start callback, in
+    the same row format as run_sweep; already finished points are skipped)."""
+    from adntn_lab.data import load_dataset
+    from adntn_lab.train.runs import run_training
+    from adntn_lab.train.sweep import _row, _write_csv, point_key, read_results
+
+    data = load_dataset("mnist-5k")
+    plan = [("fc2-init-identity", _base(FC2_RECIPE), (1, 2)),
+            ("wide-init-identity", wide_base(), (1,))]
+    for group, base, depths in plan:
+        out = RUNS / group
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.json").write_text(json.dumps(
+            {"base": {**base.to_dict(), "init": "near-identity gates, noise 0.05"}}, indent=2))
+        rows = read_results(out / "results.jsonl")
+        done = {r["key"] for r in rows}
+        for seed in args.seeds:
+            for depth in depths:
+                key = point_key("brickwall", depth, seed)
+                if key in done:
+                    continue
+                from adntn_lab.train.runs import copy_config
+
+                cfg = copy_config(base, family="brickwall", bond_dim=depth, seed=seed)
+                t0 = time.perf_counter()
+                res = run_training(cfg, out / key, resume=True, data=data, progress=False,
+                                   callbacks=[near_identity_gates()], log=print)
+                if not res.metrics.get("complete"):
+                    return
+                row = _row(key, cfg, res.metrics, out / key)
+                with open(out / "results.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+                _write_csv(out / "results.csv", rows)
+                print(f"[{group}] {key}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def collect() -> list[dict]:
+    """Every finished point of every sweep under runs/, with its group's settings."""
+    from adntn_lab.train.sweep import read_results
+
+    rows = []
+    for spec in sorted(RUNS.glob("*/sweep.json")):
+        base = json.loads(spec.read_text())["base"]
+        for r in read_results(spec.parent / "results.jsonl"):
+            r = dict(r)
+            r["group"] = spec.parent.name
+            r["run_dir"] = str(Path(r["run_dir"]).relative_to(HERE)) \
+                if Path(r["run_dir"]).is_absolute() else r["run_dir"]
+            for k in ("model", "activation", "options", "epochs", "lr", "batch_size",
+                      "lr_schedule", "optimizer"):
+                r[f"cfg_{k}"] = base.get(k)
+            r["init"] = base.get("init", "calibrated")
+            rows.append(r)
+    return rows
+
+
+def se_mean(accs) -> float:
+    """Standard error of a mean accuracy (fraction): seed spread plus the binomial term of
+    the 1,000 test images (not divided by the seed count: every seed sees the same images)."""
+    a = np.asarray(accs, dtype=float)
+    p = float(a.mean())
+    seed_var = float(a.var(ddof=1)) / len(a) if len(a) > 1 else 0.0
+    return math.sqrt(seed_var + p * (1 - p) / N_TEST)
+
+
+def summarise(rows) -> list[dict]:
+    """One line per (group, family, knob): mean, sd, SE, params."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["group"], r["family"], r["bond_dim"]), []).append(r)
+    out = []
+    for (group, fam, bd), rs in cells.items():
+        accs = [r["test_acc"] for r in rs]
+        out.append({
+            "group": group, "family": fam, "knob": bd, "n": len(rs),
+            "seeds": sorted(r["seed"] for r in rs),
+            "params": rs[0]["compressed_params"] or rs[0]["params"],
+            "compression": rs[0]["compression"],
+            "mean": float(np.mean(accs)),
+            "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan"),
+            "se": se_mean(accs),
+            "activation": rs[0]["cfg_activation"], "epochs": rs[0]["cfg_epochs"],
+            "init": rs[0]["init"], "options": rs[0]["cfg_options"],
+            "wall": float(np.mean([r["wall_time"] for r in rs])),
+        })
+    return sorted(out, key=lambda c: (c["group"], c["params"]))
+
+
+def _fmt(c) -> str:
+    sd = "" if math.isnan(c["sd"]) else f" ± {100 * c['sd']:.2f}"
+    return f"{100 * c['mean']:.2f}{sd}"
+
+
+def _knob(fam) -> str:
+    from adntn_lab.families import get_family
+
+    return "-" if fam == "dense" else get_family(fam).knob_label
+
+
+def write_report(rows) -> None:
+    import csv
+    import io
+
+    with open(HERE / "results.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    fields = ["group", "key", "family", "bond_dim", "seed", "compressed_params",
+              "dense_layer_params", "compression", "test_acc", "best_test_acc", "train_loss",
+              "epochs", "wall_time", "cfg_activation", "cfg_options", "cfg_lr", "init"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    (HERE / "results.csv").write_text(buf.getvalue())
+    cells = summarise(rows)
+    lines = ["# Paper-scale frontier and ablations — tables", "",
+             "Generated by `run_paper_scale.py --stages report` from `results.jsonl`. Test "
+             "accuracy after the last epoch (1,000 test images), mean ± sample sd over seeds; "
+             "SE = sqrt(sd²/n + p(1-p)/1000). Parameters count the compressed layers' "
+             "generators only.", ""]
+    tune = HERE / "tune.jsonl"
+    if tune.exists():
+        lines += ["## Tuning (wide MLP, validation split: 800 of the 4,000 training images)",
+                  "", "| family | knob | lr | validation acc % |", "|---|---:|---:|---:|"]
+        for line in tune.read_text().splitlines():
+            t = json.loads(line)
+            lines.append(f"| {t['family']} | {t['bond_dim']} | {t['lr']:g} | "
+                         f"{100 * t['val_acc']:.2f} |")
+        try:
+            lines += ["", f"Frozen lr: {frozen_lr():g}.", ""]
+        except SystemExit:
+            lines += ["", "Tuning incomplete.", ""]
+    groups = sorted({c["group"] for c in cells})
+    for g in groups:
+        gc = [c for c in cells if c["group"] == g]
+        lines += [f"## {g}", "",
+                  "| family | knob | params | compression | activation | epochs | init | "
+                  "test acc % | SE | n | s / run |",
+                  "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|"]
+        for c in gc:
+            comp = "-" if not c["compression"] else f"{c['compression']:,.0f}×"
+            knob = "-" if c["family"] == "dense" else f"{_knob(c['family'])}={c['knob']}"
+            act = c["activation"] or ("relu" if c["family"] in
+                                      ("ttn", "attn", "mera", "brickwall") else "-")
+            lines.append(f"| {c['family']} | {knob} | {c['params']:,} | {comp} | {act} | "
+                         f"{c['epochs']} | {c['init']} | {_fmt(c)} | {100 * c['se']:.2f} | "
+                         f"{c['n']} | {c['wall']:.0f} |")
+        lines.append("")
+    (HERE / "table.md").write_text("\n".join(lines) + "\n")
+    plot(cells)
+
+
+def plot(cells) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"ttn": "C0", "attn": "C1", "mera": "C2", "brickwall": "C3", "mpo": "C4",
+               "lowrank": "C5"}
+    panels = [("wide MLP 784→4096→4096→10 (fc1 + fc2: 20.0 M weights)", ("wide", "wide-n16")),
+              ("FC-2 784→256→10 (fc1: 200,704 weights)", ("fc2",))]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, (title, groups) in zip(axes, panels, strict=True):
+        gc = [c for c in cells if c["group"] in groups]
+        for c in gc:
+            if c["family"] == "dense":
+                ax.axhline(100 * c["mean"], color="k", lw=1)
+                ax.axhspan(100 * (c["mean"] - c["se"]), 100 * (c["mean"] + c["se"]),
+                           color="k", alpha=0.1)
+        for fam, col in colours.items():
+            fc = sorted((c for c in gc if c["family"] == fam), key=lambda c: c["params"])
+            if not fc:
+                continue
+            ax.errorbar([c["params"] for c in fc], [100 * c["mean"] for c in fc],
+                        yerr=[100 * c["se"] for c in fc], color=col, marker="o", capsize=3,
+                        ls="--" if fam in ("mpo", "lowrank") else "-", label=fam)
+        ax.set_xscale("log")
+        ax.set_xlabel("generator parameters (compressed layers)")
+        ax.set_ylabel("test accuracy % (last epoch, error bar = SE)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(HERE / "frontier.png", dpi=110)
+
+
+STAGES = {"tune": stage_tune, "wide": stage_wide, "fc2-ablate": stage_fc2_ablate,
+          "wide-ablate": stage_wide_ablate, "init": stage_init}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stages", nargs="+", default=["report"],
+                   choices=[*STAGES, "report"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for st in args.stages:
+        t0 = time.perf_counter()
+        if st in STAGES:
+            STAGES[st](args)
+        write_report(collect())
+        print(f"stage {st}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
