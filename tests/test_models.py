@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adntn_lab.models import FC2, LeNet5, SmallVGG, build_model
+from adntn_lab.models import FC2, LeNet5, SmallVGG, WideMLP, build_model
 
 
 def n_params(m):
@@ -82,3 +82,37 @@ def test_models_backpropagate():
     ):
         m(x).sum().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_wide_mlp_shapes_count_and_forward():
+    m = WideMLP()
+    assert m.fc1.weight.shape == (4096, 784) and m.fc2.weight.shape == (4096, 4096)
+    assert m.fc3.weight.shape == (10, 4096)
+    small = WideMLP(12, 8, 3)
+    assert n_params(small) == 12 * 8 + 8 + 8 * 8 + 8 + 8 * 3 + 3
+    x = torch.randn(5, 12)
+    # reference: the same three affine maps with ReLU written out by hand
+    h = torch.relu(x @ small.fc1.weight.T + small.fc1.bias)
+    h = torch.relu(h @ small.fc2.weight.T + small.fc2.bias)
+    ref = h @ small.fc3.weight.T + small.fc3.bias
+    torch.testing.assert_close(small(x), ref)
+    built = build_model("wide_mlp", {"input_shape": (1, 8, 8), "num_classes": 4}, hidden=16)
+    assert isinstance(built, WideMLP) and built.fc1.weight.shape == (16, 64)
+    assert built(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+    with pytest.raises(ValueError, match="positive"):
+        WideMLP(hidden=0)
+
+
+def test_wide_mlp_runs_compress_both_hidden_layers():
+    from adntn_lab.nn import ADNTNLinear
+    from adntn_lab.train.runs import RunConfig, build_run_model
+
+    info = {"input_shape": (1, 8, 8), "num_classes": 10}
+    cfg = RunConfig(model="wide-mlp", family="ttn", bond_dim=2, hidden=32)
+    assert cfg.compress_patterns == ["fc1", "fc2"]
+    m = build_run_model(cfg, info)
+    assert isinstance(m.fc1, ADNTNLinear) and isinstance(m.fc2, ADNTNLinear)
+    assert isinstance(m.fc3, torch.nn.Linear) and m.fc1.weight.shape == (32, 64)
+    assert m(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    with pytest.raises(ValueError, match="fc2, wide-mlp"):
+        build_run_model(RunConfig(model="lenet5", hidden=32), info)

@@ -128,7 +128,7 @@ def wide_base(**changes):
 
 # budgets of the wide MLP (fc1 + fc2 parameters): ~200, ~500-700, ~1,300, ~5,000, ~15,000
 WIDE_GRID = {"ttn": (1, 2, 4, 8), "mpo": (1, 2, 3, 6), "brickwall": (1, 2), "lowrank": (1,)}
-WIDE_N16_GRID = {"mera": (2, 4), "attn": (2, 4)}  # 16 sites: their default 8 are ~10^4 params
+WIDE_N16_GRID = {"mera": (2,), "attn": (2,)}  # 16 sites: their default 8 are ~10^4 params
 WIDE_BIG = {"ttn": (12,), "mpo": (12,)}  # the ~1,000x end, where low-rank rank 1 sits
 
 
@@ -139,6 +139,9 @@ def stage_wide(args) -> None:
         sweep("wide", wide_base(), ["dense"], [1], [seed])
         for fam, bds in WIDE_N16_GRID.items():
             sweep("wide-n16", wide_base(options={"n_sites": 16}), [fam], bds, [seed])
+
+
+def stage_wide_big(args) -> None:
     for seed in args.seeds:
         for fam, bds in WIDE_BIG.items():
             sweep("wide", wide_base(), [fam], bds, [seed])
@@ -147,16 +150,22 @@ def stage_wide(args) -> None:
 def stage_fc2_ablate(args) -> None:
     seeds = args.seeds
     # equal-parameter baselines and the relu points: TTN chi=4 (496), MPO chi=3 (528),
-    # brick-wall depth 1 (272) and 2 (544), MPO chi=2 (~220)
+    # MPO chi=2 (~220), brick-wall depth 1 (272); the frontier (experiments/frontier) has
+    # brick-wall depths 1, 2, 4 and TTN/MPO at 20, 60 and 120 epochs on this layer already
     sweep("fc2", _base(FC2_RECIPE), ["ttn"], [4], seeds)
     sweep("fc2", _base(FC2_RECIPE), ["mpo"], [2, 3], seeds)
     sweep("fc2", _base(FC2_RECIPE), ["dense"], [1], seeds)
     for act in ("identity", "tanh"):
         sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["ttn"], [4], seeds)
-    sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [1, 2], seeds)
+    sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [1], seeds)
     for act in ("identity", "tanh"):
         sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["brickwall"], [1], seeds)
-    # training length: 3x the epochs at equal parameters
+
+
+def stage_fc2_more(args) -> None:
+    """Second-priority FC-2 points: brick-wall depth 2 and 3x the epochs."""
+    seeds = args.seeds
+    sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [2], seeds)
     sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["ttn"], [4], seeds)
     sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["mpo"], [3], seeds)
 
@@ -289,6 +298,74 @@ def summarise(rows) -> list[dict]:
     return sorted(out, key=lambda c: (c["group"], c["params"]))
 
 
+# (question, cell a, cell b): a cell is (group, family, knob); "a beats b" is tested
+COMPARISONS = [
+    # wide MLP, nonlinear vs linear at (nearly) equal parameters
+    ("wide ~200: TTN chi=1 vs MPO chi=1", ("wide", "ttn", 1), ("wide", "mpo", 1)),
+    ("wide ~500: TTN chi=2 vs MPO chi=2", ("wide", "ttn", 2), ("wide", "mpo", 2)),
+    ("wide ~700: brick-wall M=1 vs MPO chi=2", ("wide", "brickwall", 1), ("wide", "mpo", 2)),
+    ("wide ~1,300: TTN chi=4 vs MPO chi=3", ("wide", "ttn", 4), ("wide", "mpo", 3)),
+    ("wide ~1,300: brick-wall M=2 vs MPO chi=3", ("wide", "brickwall", 2), ("wide", "mpo", 3)),
+    ("wide ~1,300: MERA chi=2 (16 sites) vs MPO chi=3", ("wide-n16", "mera", 2),
+     ("wide", "mpo", 3)),
+    ("wide ~1,300: aTTN chi=2 (16 sites) vs MPO chi=3", ("wide-n16", "attn", 2),
+     ("wide", "mpo", 3)),
+    ("wide ~5,000: TTN chi=8 vs MPO chi=6", ("wide", "ttn", 8), ("wide", "mpo", 6)),
+    ("wide ~15,000: TTN chi=12 vs MPO chi=12", ("wide", "ttn", 12), ("wide", "mpo", 12)),
+    ("wide ~15,000: TTN chi=12 vs low-rank r=1", ("wide", "ttn", 12), ("wide", "lowrank", 1)),
+    ("wide ~15,000: MPO chi=12 vs low-rank r=1", ("wide", "mpo", 12), ("wide", "lowrank", 1)),
+    # FC-2
+    ("fc2 ~500: TTN chi=4 vs MPO chi=3", ("fc2", "ttn", 4), ("fc2", "mpo", 3)),
+    ("fc2 ~270: brick-wall M=1 vs MPO chi=2", ("fc2", "brickwall", 1), ("fc2", "mpo", 2)),
+    ("fc2 ~540: brick-wall M=2 vs MPO chi=3", ("fc2", "brickwall", 2), ("fc2", "mpo", 3)),
+    # activation ablations (same structure, same parameters)
+    ("fc2 TTN chi=4: relu vs identity", ("fc2", "ttn", 4), ("fc2-identity", "ttn", 4)),
+    ("fc2 TTN chi=4: tanh vs identity", ("fc2-tanh", "ttn", 4), ("fc2-identity", "ttn", 4)),
+    ("fc2 brick-wall M=1: relu vs identity", ("fc2", "brickwall", 1),
+     ("fc2-identity", "brickwall", 1)),
+    ("fc2 brick-wall M=1: tanh vs identity", ("fc2-tanh", "brickwall", 1),
+     ("fc2-identity", "brickwall", 1)),
+    ("wide TTN chi=4: relu vs identity", ("wide", "ttn", 4), ("wide-identity", "ttn", 4)),
+    ("wide TTN chi=4: tanh vs identity", ("wide-tanh", "ttn", 4), ("wide-identity", "ttn", 4)),
+    ("wide brick-wall M=1: relu vs identity", ("wide", "brickwall", 1),
+     ("wide-identity", "brickwall", 1)),
+    ("wide brick-wall M=1: tanh vs identity", ("wide-tanh", "brickwall", 1),
+     ("wide-identity", "brickwall", 1)),
+    # depth, initialisation, training length
+    ("fc2 brick-wall: M=2 vs M=1", ("fc2", "brickwall", 2), ("fc2", "brickwall", 1)),
+    ("wide brick-wall: M=2 vs M=1", ("wide", "brickwall", 2), ("wide", "brickwall", 1)),
+    ("fc2 brick-wall M=1: calibrated vs near-identity init", ("fc2", "brickwall", 1),
+     ("fc2-init-identity", "brickwall", 1)),
+    ("fc2 brick-wall M=2: calibrated vs near-identity init", ("fc2", "brickwall", 2),
+     ("fc2-init-identity", "brickwall", 2)),
+    ("wide brick-wall M=1: calibrated vs near-identity init", ("wide", "brickwall", 1),
+     ("wide-init-identity", "brickwall", 1)),
+    ("fc2 TTN chi=4: 60 vs 20 epochs", ("fc2-long", "ttn", 4), ("fc2", "ttn", 4)),
+    ("fc2 MPO chi=3: 60 vs 20 epochs", ("fc2-long", "mpo", 3), ("fc2", "mpo", 3)),
+    ("wide TTN chi=4: 24 vs 8 epochs", ("wide-long", "ttn", 4), ("wide", "ttn", 4)),
+    ("wide MPO chi=3: 24 vs 8 epochs", ("wide-long", "mpo", 3), ("wide", "mpo", 3)),
+    ("wide-long ~1,300: TTN chi=4 vs MPO chi=3 (24 epochs)", ("wide-long", "ttn", 4),
+     ("wide-long", "mpo", 3)),
+]
+
+
+def compare(cells) -> list[dict]:
+    """Every comparison whose two cells exist: difference of means, its SE, the verdict."""
+    index = {(c["group"], c["family"], c["knob"]): c for c in cells}
+    out = []
+    for label, ka, kb in COMPARISONS:
+        a, b = index.get(ka), index.get(kb)
+        if a is None or b is None:
+            continue
+        diff = a["mean"] - b["mean"]
+        se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+        verdict = ("a > b" if diff > 2 * se else "a < b" if diff < -2 * se
+                   else "within noise")
+        out.append({"label": label, "a": a, "b": b, "diff": diff, "se": se,
+                    "verdict": verdict})
+    return out
+
+
 def _fmt(c) -> str:
     sd = "" if math.isnan(c["sd"]) else f" ± {100 * c['sd']:.2f}"
     return f"{100 * c['mean']:.2f}{sd}"
@@ -350,6 +427,16 @@ def write_report(rows) -> None:
                          f"{c['epochs']} | {c['init']} | {_fmt(c)} | {100 * c['se']:.2f} | "
                          f"{c['n']} | {c['wall']:.0f} |")
         lines.append("")
+    comps = compare(cells)
+    if comps:
+        lines += ["## Comparisons at equal parameters (significant: |Δ| > 2 SE of the difference)",
+                  "", "| question (a vs b) | a: params, acc % | b: params, acc % | Δ (pts) | "
+                  "2 SE | verdict |", "|---|---:|---:|---:|---:|---|"]
+        for c in comps:
+            lines.append(f"| {c['label']} | {c['a']['params']:,}, {_fmt(c['a'])} (n={c['a']['n']})"
+                         f" | {c['b']['params']:,}, {_fmt(c['b'])} (n={c['b']['n']}) | "
+                         f"{100 * c['diff']:+.2f} | {200 * c['se']:.2f} | {c['verdict']} |")
+        lines.append("")
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
     plot(cells)
 
@@ -384,12 +471,14 @@ def plot(cells) -> None:
         ax.set_ylabel("test accuracy % (last epoch, error bar = SE)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        if gc:
+            ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(HERE / "frontier.png", dpi=110)
 
 
-STAGES = {"tune": stage_tune, "wide": stage_wide, "fc2-ablate": stage_fc2_ablate,
+STAGES = {"tune": stage_tune, "wide": stage_wide, "wide-big": stage_wide_big,
+          "fc2-ablate": stage_fc2_ablate, "fc2-more": stage_fc2_more,
           "wide-ablate": stage_wide_ablate, "init": stage_init}
 
 
@@ -401,6 +490,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    import adntn_lab
+
+    print(f"adntn_lab from {Path(adntn_lab.__file__).parent}, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
     for st in args.stages:
         t0 = time.perf_counter()
         if st in STAGES:
