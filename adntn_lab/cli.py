@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -286,7 +287,16 @@ def _cmd_costs(args) -> int:
         from .train.runs import budget_build_options
 
         kwargs = budget_build_options(args.family, args.bond_dim, options=kwargs)
-    gen = al.build(args.family, args.in_features, args.out_features, **kwargs)
+    # a cost report needs shapes, not values: the cores are drawn but never calibrated, so W
+    # is not formed and only the cores themselves must fit in memory
+    from . import resources
+
+    shape_opts = {k: v for k, v in kwargs.items() if k != "activation"}
+    est = resources.estimate(args.family, args.in_features, args.out_features, **shape_opts)
+    cores = dataclasses.replace(est, largest_bytes=0, peak_bytes=est.params * 12)
+    resources.check(cores, what=f"the cores of this {args.family} generator")
+    gen = al.build(args.family, args.in_features, args.out_features, calibrate=False,
+                   memory_budget="none", **kwargs)
     report = gen.cost(batch_size=args.batch_size, schedule=args.schedule,
                       memory_limit=args.memory_limit)
     if args.json:
