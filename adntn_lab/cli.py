@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .families import FAMILIES, all_families
+from .models import MODELS
 
 __all__ = ["build_parser", "main"]
 
@@ -112,10 +113,11 @@ def _add_option_flag(g, name: str) -> None:
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", choices=("fc2", "lenet5", "vgg"), help="model (default: fc2)")
+    g.add_argument("--model", choices=MODELS, help="model (default: fc2)")
     g.add_argument("--dataset", help="digits or mnist-5k (offline), mnist, fashion-mnist, "
                    "cifar10 (torchvision, downloaded) (default: mnist-5k)")
-    g.add_argument("--hidden", type=_positive_int, help="fc2 hidden width (default: 256)")
+    g.add_argument("--hidden", type=_positive_int,
+                   help="hidden width of fc2 (default: 256) or wide-mlp (default: 4096)")
     g.add_argument("--compress", nargs="+", metavar="PATTERN",
                    help="layer-name patterns to compress (default: fc1 for fc2, fc1 fc2 for "
                    "lenet5 and vgg)")
