@@ -150,7 +150,7 @@ def stage_wide_big(args) -> None:
 def stage_fc2_ablate(args) -> None:
     seeds = args.seeds
     # equal-parameter baselines and the relu points: TTN chi=4 (496), MPO chi=3 (528),
-    # MPO chi=2 (~220), brick-wall depth 1 (272); the frontier (experiments/frontier) has
+    # MPO chi=2 (264), brick-wall depth 1 (272); the frontier (experiments/frontier) has
     # brick-wall depths 1, 2, 4 and TTN/MPO at 20, 60 and 120 epochs on this layer already
     sweep("fc2", _base(FC2_RECIPE), ["ttn"], [4], seeds)
     sweep("fc2", _base(FC2_RECIPE), ["mpo"], [2, 3], seeds)
@@ -158,14 +158,18 @@ def stage_fc2_ablate(args) -> None:
     for act in ("identity", "tanh"):
         sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["ttn"], [4], seeds)
     sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [1], seeds)
-    for act in ("identity", "tanh"):
-        sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["brickwall"], [1], seeds)
+    # depth 1 has no activation at all (sigma follows every layer but the last): a linear
+    # network whichever activation is named; identity there is a check that equals relu
+    sweep("fc2-identity", _base(FC2_RECIPE, activation="identity"), ["brickwall"], [1], seeds)
+    stage_fc2_more(args)
 
 
 def stage_fc2_more(args) -> None:
-    """Second-priority FC-2 points: brick-wall depth 2 and 3x the epochs."""
+    """Brick-wall depth 2 with each activation, then 3x the epochs."""
     seeds = args.seeds
     sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [2], seeds)
+    for act in ("identity", "tanh"):
+        sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["brickwall"], [2], seeds)
     sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["ttn"], [4], seeds)
     sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["mpo"], [3], seeds)
 
@@ -174,8 +178,8 @@ def stage_wide_ablate(args) -> None:
     seeds = args.seeds
     for act in ("identity", "tanh"):
         sweep(f"wide-{act}", wide_base(activation=act), ["ttn"], [4], seeds)
-    for act in ("identity", "tanh"):
-        sweep(f"wide-{act}", wide_base(activation=act), ["brickwall"], [1], seeds)
+    for act in ("identity", "tanh"):  # depth 2: depth 1 has no nonlinear stage
+        sweep(f"wide-{act}", wide_base(activation=act), ["brickwall"], [2], seeds)
     sweep("wide-long", wide_base(epochs=24), ["ttn"], [4], seeds)
     sweep("wide-long", wide_base(epochs=24), ["mpo"], [3], seeds)
 
@@ -303,7 +307,8 @@ COMPARISONS = [
     # wide MLP, nonlinear vs linear at (nearly) equal parameters
     ("wide ~200: TTN chi=1 vs MPO chi=1", ("wide", "ttn", 1), ("wide", "mpo", 1)),
     ("wide ~500: TTN chi=2 vs MPO chi=2", ("wide", "ttn", 2), ("wide", "mpo", 2)),
-    ("wide ~700: brick-wall M=1 vs MPO chi=2", ("wide", "brickwall", 1), ("wide", "mpo", 2)),
+    ("wide ~700: brick-wall M=1 (linear) vs MPO chi=2", ("wide", "brickwall", 1),
+     ("wide", "mpo", 2)),
     ("wide ~1,300: TTN chi=4 vs MPO chi=3", ("wide", "ttn", 4), ("wide", "mpo", 3)),
     ("wide ~1,300: brick-wall M=2 vs MPO chi=3", ("wide", "brickwall", 2), ("wide", "mpo", 3)),
     ("wide ~1,300: MERA chi=2 (16 sites) vs MPO chi=3", ("wide-n16", "mera", 2),
@@ -316,21 +321,23 @@ COMPARISONS = [
     ("wide ~15,000: MPO chi=12 vs low-rank r=1", ("wide", "mpo", 12), ("wide", "lowrank", 1)),
     # FC-2
     ("fc2 ~500: TTN chi=4 vs MPO chi=3", ("fc2", "ttn", 4), ("fc2", "mpo", 3)),
-    ("fc2 ~270: brick-wall M=1 vs MPO chi=2", ("fc2", "brickwall", 1), ("fc2", "mpo", 2)),
+    ("fc2 ~270: brick-wall M=1 (linear) vs MPO chi=2", ("fc2", "brickwall", 1), ("fc2", "mpo", 2)),
     ("fc2 ~540: brick-wall M=2 vs MPO chi=3", ("fc2", "brickwall", 2), ("fc2", "mpo", 3)),
     # activation ablations (same structure, same parameters)
     ("fc2 TTN chi=4: relu vs identity", ("fc2", "ttn", 4), ("fc2-identity", "ttn", 4)),
     ("fc2 TTN chi=4: tanh vs identity", ("fc2-tanh", "ttn", 4), ("fc2-identity", "ttn", 4)),
-    ("fc2 brick-wall M=1: relu vs identity", ("fc2", "brickwall", 1),
-     ("fc2-identity", "brickwall", 1)),
-    ("fc2 brick-wall M=1: tanh vs identity", ("fc2-tanh", "brickwall", 1),
-     ("fc2-identity", "brickwall", 1)),
+    ("fc2 brick-wall M=1 (linear): relu vs identity (a check: must be equal)",
+     ("fc2", "brickwall", 1), ("fc2-identity", "brickwall", 1)),
+    ("fc2 brick-wall M=2: relu vs identity", ("fc2", "brickwall", 2),
+     ("fc2-identity", "brickwall", 2)),
+    ("fc2 brick-wall M=2: tanh vs identity", ("fc2-tanh", "brickwall", 2),
+     ("fc2-identity", "brickwall", 2)),
     ("wide TTN chi=4: relu vs identity", ("wide", "ttn", 4), ("wide-identity", "ttn", 4)),
     ("wide TTN chi=4: tanh vs identity", ("wide-tanh", "ttn", 4), ("wide-identity", "ttn", 4)),
-    ("wide brick-wall M=1: relu vs identity", ("wide", "brickwall", 1),
-     ("wide-identity", "brickwall", 1)),
-    ("wide brick-wall M=1: tanh vs identity", ("wide-tanh", "brickwall", 1),
-     ("wide-identity", "brickwall", 1)),
+    ("wide brick-wall M=2: relu vs identity", ("wide", "brickwall", 2),
+     ("wide-identity", "brickwall", 2)),
+    ("wide brick-wall M=2: tanh vs identity", ("wide-tanh", "brickwall", 2),
+     ("wide-identity", "brickwall", 2)),
     # depth, initialisation, training length
     ("fc2 brick-wall: M=2 vs M=1", ("fc2", "brickwall", 2), ("fc2", "brickwall", 1)),
     ("wide brick-wall: M=2 vs M=1", ("wide", "brickwall", 2), ("wide", "brickwall", 1)),
