@@ -170,8 +170,15 @@ def stage_fc2_more(args) -> None:
     sweep("fc2", _base(FC2_RECIPE), ["brickwall"], [2], seeds)
     for act in ("identity", "tanh"):
         sweep(f"fc2-{act}", _base(FC2_RECIPE, activation=act), ["brickwall"], [2], seeds)
-    sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["ttn"], [4], seeds)
-    sweep("fc2-long", _base(FC2_RECIPE, epochs=60), ["mpo"], [3], seeds)
+
+
+def stage_long(args) -> None:
+    """Training length, last in priority: 3x the epochs at equal parameters (the wide MLP on
+    the first seed given only, FC-2 on all)."""
+    for fam, bd in (("ttn", 4), ("mpo", 3)):
+        sweep("wide-long", wide_base(epochs=24), [fam], [bd], args.seeds[:1])
+    for fam, bd in (("ttn", 4), ("mpo", 3)):
+        sweep("fc2-long", _base(FC2_RECIPE, epochs=60), [fam], [bd], args.seeds)
 
 
 def stage_wide_ablate(args) -> None:
@@ -180,8 +187,6 @@ def stage_wide_ablate(args) -> None:
         sweep(f"wide-{act}", wide_base(activation=act), ["ttn"], [4], seeds)
     for act in ("identity", "tanh"):  # depth 2: depth 1 has no nonlinear stage
         sweep(f"wide-{act}", wide_base(activation=act), ["brickwall"], [2], seeds)
-    sweep("wide-long", wide_base(epochs=24), ["ttn"], [4], seeds)
-    sweep("wide-long", wide_base(epochs=24), ["mpo"], [3], seeds)
 
 
 # ----------------------------------------------------------------------------- init ablation
@@ -485,7 +490,7 @@ def plot(cells) -> None:
 
 
 STAGES = {"tune": stage_tune, "wide": stage_wide, "wide-big": stage_wide_big,
-          "fc2-ablate": stage_fc2_ablate, "fc2-more": stage_fc2_more,
+          "fc2-ablate": stage_fc2_ablate, "fc2-more": stage_fc2_more, "long": stage_long,
           "wide-ablate": stage_wide_ablate, "init": stage_init}
 
 
