@@ -187,6 +187,8 @@ def stage_wide_ablate(args) -> None:
     seeds = args.seeds
     for act in ("identity", "tanh"):
         sweep(f"wide-{act}", wide_base(activation=act), ["ttn"], [4], seeds)
+    # the linear tree at the other budgets, to see whether dropping ReLU closes the gap to MPO
+    sweep("wide-identity", wide_base(activation="identity"), ["ttn"], [2, 8], seeds)
     # brick-wall: depth 1 has no nonlinear stage, and depth 2 (any activation, identity too)
     # takes several s a step here (see WIDE_GRID): its activation ablation is on FC-2 only
 
@@ -341,6 +343,15 @@ COMPARISONS = [
      ("fc2-identity", "brickwall", 2)),
     ("wide TTN chi=4: relu vs identity", ("wide", "ttn", 4), ("wide-identity", "ttn", 4)),
     ("wide TTN chi=4: tanh vs identity", ("wide-tanh", "ttn", 4), ("wide-identity", "ttn", 4)),
+    ("wide TTN chi=2: relu vs identity", ("wide", "ttn", 2), ("wide-identity", "ttn", 2)),
+    ("wide TTN chi=8: relu vs identity", ("wide", "ttn", 8), ("wide-identity", "ttn", 8)),
+    ("wide ~500: linear TTN chi=2 vs MPO chi=2", ("wide-identity", "ttn", 2),
+     ("wide", "mpo", 2)),
+    ("wide ~1,300: linear TTN chi=4 vs MPO chi=3", ("wide-identity", "ttn", 4),
+     ("wide", "mpo", 3)),
+    ("wide ~1,300: tanh TTN chi=4 vs MPO chi=3", ("wide-tanh", "ttn", 4), ("wide", "mpo", 3)),
+    ("wide ~5,000: linear TTN chi=8 vs MPO chi=6", ("wide-identity", "ttn", 8),
+     ("wide", "mpo", 6)),
     ("wide brick-wall M=2: relu vs identity", ("wide", "brickwall", 2),
      ("wide-identity", "brickwall", 2)),
     ("wide brick-wall M=2: tanh vs identity", ("wide-tanh", "brickwall", 2),
