@@ -354,6 +354,7 @@ def run_training(
     callbacks: Sequence[Callable] | None = None,
     stop_event=None,
     log: Callable[[str], None] | None = print,
+    distributed: bool = False,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -374,6 +375,11 @@ def run_training(
         Passed to :func:`~adntn_lab.train.loop.fit`.
     log : callable or None, default print
         Receives one-line status messages.
+    distributed : bool, default False
+        Train data-parallel over the running torch.distributed process group (every rank
+        calls ``run_training`` with the same arguments; see
+        :mod:`adntn_lab.train.distributed`). Only rank 0 writes the run folder and logs; a
+        checkpoint written by any number of ranks resumes with any other number.
 
     Returns
     -------
@@ -381,7 +387,16 @@ def run_training(
     """
     from ..data import load_dataset
 
-    say = log or (lambda _msg: None)
+    rank, world_size = 0, 1
+    if distributed:
+        from .distributed import world
+
+        if config.strategy == "dmrg":
+            raise ValueError("strategy 'dmrg' runs local sweeps in one process; train it "
+                             "without --nproc / distributed")
+        rank, world_size = world()
+    main = rank == 0
+    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.safetensors" if out is not None else None
     if data is None:
@@ -404,7 +419,7 @@ def run_training(
             "to continue it, or choose another output folder"
         )
 
-    if out is not None:
+    if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
 
@@ -435,7 +450,8 @@ def run_training(
             dense_hist = fit(dense, data, epochs=config.dense_epochs, lr=config.lr,
                              batch_size=config.batch_size, seed=config.seed,
                              optimizer=config.optimizer, device=device, progress=progress,
-                             weight_decay=config.weight_decay, desc="dense")
+                             weight_decay=config.weight_decay, desc="dense",
+                             distributed=distributed)
             extra_metrics["dense_pretraining"] = dense_hist.to_dict()
         say(f"fit-finetune: fitting {config.family} generators to "
             f"{', '.join(config.compress_patterns)} ({config.fit_steps} steps)")
@@ -457,6 +473,7 @@ def run_training(
             "compressed_layers": layers,
             "history": history.to_dict(),
             "wall_time": history.wall_time,
+            "world_size": world_size,
         }
         if history.epoch:
             m["final"] = {
@@ -470,7 +487,7 @@ def run_training(
         return m
 
     def save(state_, complete: bool) -> None:
-        if out is None:
+        if out is None or not main:  # rank 0 alone writes the run folder
             return
         m = metrics_now(state_.history, complete)
         save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
@@ -514,7 +531,7 @@ def run_training(
             seed=config.seed, optimizer=config.optimizer, device=device,
             callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
             stop_event=stop_event, weight_decay=config.weight_decay,
-            lr_schedule=config.lr_schedule, desc=config.label,
+            lr_schedule=config.lr_schedule, desc=config.label, distributed=distributed,
         )
     elapsed = time.perf_counter() - t0
 
@@ -523,7 +540,7 @@ def run_training(
     if not history.epoch and data.test is not None:
         ev = evaluate(model, data.test, device=device)
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
-    if out is not None:
+    if out is not None and main:
         write_json(out / "metrics.json", metrics)
         _write_curves(out / "curves.png", history, config)
     acc = metrics.get("final", {}).get("test_acc")
