@@ -9,8 +9,9 @@ Examples
     adntn-lab train --model fc2 --dataset mnist-5k --family ttn --bond-dim 4 --epochs 10 \\
         --out runs/fc2-ttn
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
+    adntn-lab train --family ttn --epochs 10 --out runs/fc2-ttn-ddp --nproc 2  # data-parallel
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
-        --out runs/frontier
+        --out runs/frontier --jobs 2                        # two worker processes
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out (or from CHECKPOINT) exactly where it "
                    "stopped; settings are read from the checkpoint, --epochs may grow")
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (torch.distributed: "
+                   "gloo on CPU, nccl on CUDA; --batch-size stays the global batch; each rank "
+                   "gets cores/N threads unless --threads or OMP_NUM_THREADS says otherwise)")
 
     p = sub.add_parser("costs", help="print the cost report of a generator",
                        description="FLOPs, memory and contraction steps of generating a "
@@ -166,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bond-dims", nargs="+", type=_positive_int, required=True, metavar="CHI")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="train N points at a time in a local process pool, each with "
+                   "cores/N torch threads unless --threads is given (default: 1, in this "
+                   "process)")
     _add_training_options(p)
     g = p.add_argument_group("generator")
     g.add_argument("--activation")
@@ -220,10 +229,32 @@ def _default_out(cfg) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.dataset}-{kind}-seed{cfg.seed}"
 
 
+def _launch_ranks(args) -> int:
+    """Start ``args.nproc`` ranks that each run this same command without ``--nproc``."""
+    from .train.distributed import launch
+
+    argv = list(args.argv)
+    for i, a in enumerate(argv):
+        if a == "--nproc":
+            del argv[i:i + 2]
+            break
+        if a.startswith("--nproc="):
+            del argv[i]
+            break
+    launch(argv, args.nproc, threads=args.threads)
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .train.checkpoint import load_checkpoint
+    from .train.distributed import init_distributed, read_env, shutdown_distributed
     from .train.runs import RunConfig, run_training
 
+    env = read_env()
+    if args.nproc is not None and args.nproc > 1:
+        if env is not None:
+            raise CLIError("--nproc starts its own ranks; under torchrun leave --nproc out")
+        return _launch_ranks(args)
     given = _given(args)
     resume = args.resume
     saved = None
@@ -246,7 +277,17 @@ def _cmd_train(args) -> int:
     out = Path(args.out) if args.out else _default_out(cfg)
     if not isinstance(resume, bool) and args.out is None:
         out = Path(resume).parent
-    run_training(cfg, out, resume=resume, progress=not args.no_progress)
+    if env is None or env.world_size == 1:
+        run_training(cfg, out, resume=resume, progress=not args.no_progress)
+    else:
+        init_distributed(cfg.device)
+        try:
+            run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                         distributed=True)
+        finally:
+            shutdown_distributed()
+        if env.rank != 0:
+            return 0
     print(f"run folder: {out}")
     return 0
 
@@ -287,8 +328,15 @@ def _cmd_sweep(args) -> int:
     given.pop("bond_dim", None)
     given.pop("seed", None)
     base = RunConfig.from_dict({**TRAIN_DEFAULTS, "family": None, **given})
-    rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
-                     seeds=args.seeds, progress=not args.no_progress)
+    if args.jobs > 1:
+        from .train.sweep import local_executor
+
+        with local_executor(args.jobs, threads=args.threads) as pool:
+            rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
+                             seeds=args.seeds, executor=pool, progress=False)
+    else:
+        rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
+                         seeds=args.seeds, progress=not args.no_progress)
     _print_rows(rows)
     print(f"results: {Path(args.out) / 'results.csv'}")
     return 0
@@ -324,10 +372,13 @@ _COMMANDS = {"train": _cmd_train, "costs": _cmd_costs, "sweep": _cmd_sweep, "dem
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``adntn-lab``; returns the exit status."""
     from .data import DatasetUnavailableError
+    from .train.distributed import LaunchError
     from .train.runs import StrategyUnavailableError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2
@@ -342,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             StrategyUnavailableError) as exc:
         print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except LaunchError as exc:
+        print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"adntn-lab {args.command}: interrupted", file=sys.stderr)
         return 130

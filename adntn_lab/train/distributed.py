@@ -353,10 +353,11 @@ def _loopback_store(timeout: float):
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
+    # the store's server owns the socket from here on (and closes it)
     store = dist.TCPStore("127.0.0.1", port, is_master=True, multi_tenant=True,
-                          master_listen_fd=sock.fileno(), wait_for_workers=False,
+                          master_listen_fd=sock.detach(), wait_for_workers=False,
                           timeout=datetime.timedelta(seconds=float(timeout)))
-    return sock, store, port
+    return store, port
 
 
 def launch(
@@ -409,7 +410,7 @@ def launch(
         from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
 
         logs_specs = DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL)
-    sock, store, port = _loopback_store(timeout)
+    store, port = _loopback_store(timeout)
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"adntn-{os.getpid()}",
         rdzv_backend="static", rdzv_endpoint=f"127.0.0.1:{port}",
@@ -429,7 +430,6 @@ def launch(
         ) from None
     finally:
         del store
-        sock.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
