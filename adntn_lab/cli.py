@@ -284,8 +284,10 @@ def _cmd_train(args) -> int:
         try:
             run_training(cfg, out, resume=resume, progress=not args.no_progress,
                          distributed=True)
-        finally:
-            shutdown_distributed()
+        except BaseException:
+            shutdown_distributed(wait=False)  # the peers stop on their own errors or timeout
+            raise
+        shutdown_distributed()
         if env.rank != 0:
             return 0
     print(f"run folder: {out}")

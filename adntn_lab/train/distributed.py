@@ -180,11 +180,17 @@ def init_distributed(
     return env
 
 
-def shutdown_distributed() -> None:
-    """Destroy the default process group if one is running."""
+def shutdown_distributed(*, wait: bool = True) -> None:
+    """Destroy the default process group if one is running.
+
+    With ``wait`` (the default) every rank first waits for the others, so none tears its
+    connections down while rank 0 still writes the run folder.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -367,6 +373,7 @@ def launch(
     threads: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     log_dir: str | os.PathLike | None = None,
+    module: str = "adntn_lab",
 ) -> None:
     """Run ``python -m adntn_lab ARGS`` in ``nproc`` ranks on this machine and wait.
 
@@ -388,6 +395,8 @@ def launch(
     log_dir : path, optional
         Write each rank's stdout/stderr to ``log_dir/<run>/attempt_0/<rank>/``; default: the
         ranks print to this terminal.
+    module : str, default "adntn_lab"
+        The module each rank runs with ``python -m``.
 
     Raises
     ------
@@ -419,7 +428,7 @@ def launch(
         **({"logs_specs": logs_specs} if logs_specs is not None else {}),
     )
     try:
-        elastic_launch(config, sys.executable)("-m", "adntn_lab", *map(str, args))
+        elastic_launch(config, sys.executable)("-m", module, *map(str, args))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise LaunchError(
