@@ -341,49 +341,45 @@ class CompressionExplorer(ActionWidget):
         })
 
     def _sweep(self, s: dict, stop_event: threading.Event) -> None:
-        from ..data import load_dataset
+        import tempfile
+
         from ..nn.compress import adntn_layers
-        from ..train.runs import RunConfig, run_training
+        from ..train.runs import RunConfig
+        from ..train.sweep import point_model, run_sweep
 
         try:
-            data = load_dataset(s["dataset"])
-            jobs: list[tuple[str | None, int | None]] = []
+            points: list[tuple[str, dict]] = []
             if "dense" in (s.get("baselines") or []):
-                jobs.append((None, None))
+                points.append(("dense", {"family": None}))
             fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
                                                     if b != "dense"]
             for fam in dict.fromkeys(fams):
                 if fam == "brickwall":  # no bond dimension: one point (its depth is fixed)
-                    jobs.append((fam, None))
+                    points.append((fam, {"family": fam}))
                 else:
-                    jobs += [(fam, int(bd)) for bd in s["bond_dims"]]
-            for n, (fam, bd) in enumerate(jobs, start=1):
-                if stop_event.is_set():
-                    break
-                label = "dense" if fam is None else (f"{fam} χ={bd}" if bd else fam)
-                self.message = f"[{n}/{len(jobs)}] training {label}…"
-                config = RunConfig(model=s["model"], dataset=s["dataset"], family=fam,
-                                   bond_dim=bd or 4, epochs=s["epochs"], lr=float(s["lr"]),
-                                   batch_size=s["batch_size"], seed=int(s.get("seed", 0)),
-                                   hidden=s.get("hidden") if s["model"] == "fc2" else None)
-                result = run_training(config, None, data=data, progress=False, log=None,
-                                      stop_event=stop_event)
-                if stop_event.is_set() and not result.metrics.get("complete"):
-                    break
-                layers = result.metrics.get("compressed_layers") or []
-                key = "dense" if fam is None else (f"{fam}-chi{bd}" if bd else fam)
-                row = {"key": key, "family": fam,
-                       "bond_dim": bd, "params": result.metrics["params"]["trainable"],
-                       "test_acc": result.metrics.get("final", {}).get("test_acc"),
-                       "compressed_layers": layers, "seed": config.seed,
-                       "activation": config.activation}
-                before = sum(int(r.get("params_before", 0)) for r in layers)
-                after = sum(int(r.get("params_after", 0)) for r in layers)
-                row["compression"] = before / after if after else None
-                point = normalise_point(row)
-                generated = adntn_layers(result.model)
+                    points += [(f"{fam}-chi{int(bd)}", {"family": fam, "bond_dim": int(bd)})
+                               for bd in s["bond_dims"]]
+            base = RunConfig(model=s["model"], dataset=s["dataset"], epochs=s["epochs"],
+                             lr=float(s["lr"]), batch_size=s["batch_size"],
+                             seed=int(s.get("seed", 0)),
+                             hidden=s.get("hidden") if s["model"] == "fc2" else None)
+            done = [0]
+            self.message = f"[1/{len(points)}] training…"
+
+            def on_row(row: dict) -> None:
+                done[0] += 1
+                generated = adntn_layers(point_model(row["run_dir"]))
                 gen = next(iter(generated.values())).export_generator() if generated else None
-                self._add_points([point], [gen])
+                row = {**row, "run_dir": None}  # the folder is temporary
+                if row["family"] == "brickwall":
+                    row["bond_dim"] = None
+                self._add_points([normalise_point(row)], [gen])
+                if done[0] < len(points):
+                    self.message = f"[{done[0] + 1}/{len(points)}] training…"
+
+            with tempfile.TemporaryDirectory(prefix="adntn-explorer-") as out:
+                run_sweep(base, out, points=points, progress=False, stop_event=stop_event,
+                          on_row=on_row, log=None)
             stopped = stop_event.is_set()
             self.status = "stopped" if stopped else "finished"
             self.message = (f"stopped after {len(self.points)} points" if stopped else
