@@ -251,10 +251,8 @@ def _cmd_train(args) -> int:
     from .train.runs import RunConfig, run_training
 
     env = read_env()
-    if args.nproc is not None and args.nproc > 1:
-        if env is not None:
-            raise CLIError("--nproc starts its own ranks; under torchrun leave --nproc out")
-        return _launch_ranks(args)
+    if args.nproc is not None and args.nproc > 1 and env is not None:
+        raise CLIError("--nproc starts its own ranks; under torchrun leave --nproc out")
     given = _given(args)
     resume = args.resume
     saved = None
@@ -277,6 +275,14 @@ def _cmd_train(args) -> int:
     out = Path(args.out) if args.out else _default_out(cfg)
     if not isinstance(resume, bool) and args.out is None:
         out = Path(resume).parent
+    if args.nproc is not None and args.nproc > 1:
+        # settings are checked here once, not by every rank
+        if cfg.strategy == "dmrg":
+            raise CLIError("strategy 'dmrg' runs local sweeps in one process; leave --nproc out")
+        if not resume and (out / "checkpoint.safetensors").exists():
+            raise CLIError(f"{out} already holds a run (checkpoint.safetensors); pass --resume "
+                           "to continue it, or choose another output folder")
+        return _launch_ranks(args)
     if env is None or env.world_size == 1:
         run_training(cfg, out, resume=resume, progress=not args.no_progress)
     else:
