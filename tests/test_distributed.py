@@ -155,3 +155,15 @@ def test_fit_distributed_needs_a_process_group():
     data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long))
     with pytest.raises(ValueError, match="needs a running process group"):
         fit(model, data, epochs=1, distributed=True, progress=False)
+
+
+def test_nproc_refuses_what_the_ranks_could_not_run(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "d"
+    assert cli.main(["train", "--family", "mpo", "--strategy", "dmrg", "--nproc", "2",
+                     "--out", str(out)]) == 2
+    assert "dmrg" in capsys.readouterr().err and not out.exists()
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(k, v)
+    assert cli.main(["train", *TRAIN, "--nproc", "2", "--out", str(out)]) == 2
+    assert "under torchrun leave --nproc out" in capsys.readouterr().err
