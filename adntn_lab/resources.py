@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .tensorize import Tensorization
+from .utils import format_bytes as format_size
 
 __all__ = [
     "ResourceEstimate",
@@ -81,17 +82,6 @@ class ResourceEstimate:
     def __str__(self) -> str:
         return (f"{self.params:,} parameters, W {format_size(self.w_bytes)}, estimated peak "
                 f"{format_size(self.peak_bytes)}")
-
-
-def format_size(n: float) -> str:
-    """Bytes as text: ``1536 -> '1.5 KiB'``, astronomically large sizes included."""
-    n = float(n)
-    for div, suffix in ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"),
-                        (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            value = n / div
-            return f"{value:.3g} {suffix}" if value < 1e4 else f"{value:.2e} {suffix}"
-    return f"{int(n)} B"
 
 
 def estimate_from(params: int, tz: Tensorization, largest_elements: int | None = None
@@ -232,9 +222,12 @@ def check(est: ResourceEstimate, *, budget=None, what: str = "this design",
            f"memory budget of {format_size(limit)}")
     if suggestion:
         msg += f"; {suggestion} would fit"
-    elif est.largest_bytes * _W_COPIES > limit:
+    elif est.w_bytes * _W_COPIES > limit:
         msg += (f"; W alone is {format_size(est.w_bytes)}: use a smaller layer or the fused "
                 "schedule of an ADNTNLinear (which never forms W)")
+    elif est.largest_bytes > est.w_bytes:
+        msg += (f"; its largest intermediate is {format_size(est.largest_bytes)}: try a smaller "
+                "bond dimension, or a network without lateral tensors")
     msg += (". Raise the budget with memory_budget=... or adntn_lab.set_memory_budget() if the "
             "machine really has the memory")
     raise ResourceLimitError(msg)

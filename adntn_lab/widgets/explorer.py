@@ -18,8 +18,8 @@ from pathlib import Path
 
 import traitlets
 
+from ..families import FAMILIES, all_families, get_family
 from ..generator import Generator, build
-from ..topologies import FAMILIES
 from ._common import ActionWidget, describe_error, json_safe, widget_module, widget_styles
 
 __all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
@@ -82,7 +82,7 @@ def pareto_front(params, accuracy) -> list[int]:
 def _kind(family) -> str:
     if family in (None, "dense", "none"):
         return "dense"
-    return "baseline" if family in ("mpo", "lowrank") else "generator"
+    return get_family(family).role
 
 
 def normalise_point(row: dict) -> dict:
@@ -210,7 +210,7 @@ class CompressionExplorer(ActionWidget):
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.layer_shape = list(layer_shape) if layer_shape is not None else None
-        self.choices = {"families": [f for f in FAMILIES if f not in ("mpo", "lowrank")],
+        self.choices = {"families": [f.name for f in all_families() if f.role == "generator"],
                         "baselines": list(BASELINES)}
         self.settings = json_safe({**_DEFAULT_SETTINGS, **settings})
         self._check_settings(self.settings)
@@ -349,33 +349,33 @@ class CompressionExplorer(ActionWidget):
 
         try:
             points: list[tuple[str, dict]] = []
+            labels: list[str] = []
             if "dense" in (s.get("baselines") or []):
                 points.append(("dense", {"family": None}))
+                labels.append("dense")
             fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
                                                     if b != "dense"]
             for fam in dict.fromkeys(fams):
-                if fam == "brickwall":  # no bond dimension: one point (its depth is fixed)
-                    points.append((fam, {"family": fam}))
-                else:
-                    points += [(f"{fam}-chi{int(bd)}", {"family": fam, "bond_dim": int(bd)})
-                               for bd in s["bond_dims"]]
-            base = RunConfig(model=s["model"], dataset=s["dataset"], epochs=s["epochs"],
-                             lr=float(s["lr"]), batch_size=s["batch_size"],
+                # each budget sets the family's knob: chi, the rank, or the brick-wall depth
+                for bd in s["bond_dims"]:
+                    points.append((f"{fam}-chi{int(bd)}", {"family": fam, "bond_dim": int(bd)}))
+                    labels.append(f"{fam} {get_family(fam).knob_label}={int(bd)}")
+            base = RunConfig(model=s["model"], dataset=s["dataset"], bond_dim=1,
+                             epochs=s["epochs"], lr=float(s["lr"]), batch_size=s["batch_size"],
                              seed=int(s.get("seed", 0)),
                              hidden=s.get("hidden") if s["model"] == "fc2" else None)
             done = [0]
-            self.message = f"[1/{len(points)}] training…"
+            self.message = f"[1/{len(points)}] training {labels[0]}…"
 
-            def on_row(row: dict) -> None:
+            def on_row(row: dict) -> None:  # in this thread, once run_sweep recorded the point
                 done[0] += 1
                 generated = adntn_layers(point_model(row["run_dir"]))
                 gen = next(iter(generated.values())).export_generator() if generated else None
                 row = {**row, "run_dir": None}  # the folder is temporary
-                if row["family"] == "brickwall":
-                    row["bond_dim"] = None
                 self._add_points([normalise_point(row)], [gen])
                 if done[0] < len(points):
-                    self.message = f"[{done[0] + 1}/{len(points)}] training…"
+                    self.message = (f"[{done[0] + 1}/{len(points)}] training "
+                                    f"{labels[done[0]]}…")
 
             with tempfile.TemporaryDirectory(prefix="adntn-explorer-") as out:
                 run_sweep(base, out, points=points, progress=False, stop_event=stop_event,
@@ -397,13 +397,16 @@ def _dominates(q: dict, p: dict) -> bool:
 
 
 def _build_options(point: dict) -> dict:
+    """Builder keywords of a row: the same translation of its budget the run used."""
+    from ..train.runs import budget_build_options
+
+    fam = get_family(point["family"])
     opts = dict(point.get("options") or {})
-    bd = point.get("bond_dim")
-    if point["family"] == "lowrank":
-        opts.setdefault("rank", bd or 4)
-    elif point["family"] != "brickwall" and bd:
-        opts["bond_dim"] = bd
-    if point.get("activation") and point["family"] not in ("mpo", "lowrank"):
-        opts["activation"] = point["activation"]
+    activation = point.get("activation") if fam.nonlinear else None
+    if point.get("bond_dim"):
+        return budget_build_options(fam.name, point["bond_dim"], options=opts,
+                                    activation=activation, seed=point.get("seed") or 0)
+    if activation:
+        opts["activation"] = activation
     opts["seed"] = point.get("seed") or 0
     return opts
