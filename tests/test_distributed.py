@@ -80,6 +80,22 @@ def test_two_ranks_equal_one_process_and_resume_with_one(tmp_path):
     _assert_same_run(two, one, atol=5e-5)
 
 
+def test_plain_torchrun_runs_the_same_training(tmp_path):
+    out = tmp_path / "tr"
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "adntn_lab",
+         "train", "--dataset", "digits", "--hidden", "16", "--family", "mpo", "--bond-dim", "2",
+         "--epochs", "1", "--batch-size", "50", "--out", str(out), "--no-progress"],
+        env=_env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("run folder:") == 1 and _metrics(out)["world_size"] == 2
+    one = tmp_path / "one"
+    run_training(RunConfig(dataset="digits", hidden=16, family="mpo", bond_dim=2, epochs=1,
+                           batch_size=50), one, progress=False, log=None)
+    _assert_same_run(out, one, atol=2e-5)
+
+
 def test_global_batch_sampler_deals_out_the_one_process_order():
     data = torch.utils.data.TensorDataset(torch.arange(23))
     for epoch in (0, 1):
