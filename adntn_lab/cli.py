@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (torch.distributed: "
                    "gloo on CPU, nccl on CUDA; --batch-size stays the global batch; each rank "
-                   "gets cores/N threads unless --threads or OMP_NUM_THREADS says otherwise)")
+                   "gets 1 torch thread unless --threads or OMP_NUM_THREADS says otherwise)")
 
     p = sub.add_parser("costs", help="print the cost report of a generator",
                        description="FLOPs, memory and contraction steps of generating a "
@@ -194,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--out", required=True, help="sweep folder")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="train N points at a time in a local process pool, each with "
-                   "cores/N torch threads unless --threads is given (default: 1, in this "
-                   "process)")
+                   help="train N points at a time in a local process pool, each with one "
+                   "torch thread unless --threads is given (default: 1, in this process)")
     _add_training_options(p)
     g = p.add_argument_group("generator")
     g.add_argument("--activation")

@@ -2,7 +2,7 @@
 
 Sweep: 8 points (FC-2 on MNIST-5k, fc1 as TTN / MPO at four bond dimensions, 2 epochs) run by
 ``run_sweep`` in this process, on a local process pool of 1 worker (all cores, and 1 thread)
-and of 2 workers (cores / 2 threads each). DDP: the median time of one training step of FC-2
+and of 2 workers (1 thread each). DDP: the median time of one training step of FC-2
 with a TTN fc1 at the same global batch, in one process and in 2 gloo ranks (the launcher of
 ``adntn-lab train --nproc``), at two batch sizes. Every figure of one run is taken in that run,
 side by side; the load average of the machine is recorded beside them.
@@ -28,6 +28,12 @@ sys.path.insert(0, str(HERE))
 STEP_MODEL = dict(model="fc2", dataset="mnist-5k", family="ttn", bond_dim=4, seed=0)
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -36,15 +42,15 @@ def _load() -> str:
 
 
 def bench_sweep(epochs: int) -> dict:
-    from adntn_lab.train.distributed import rank_threads
     from adntn_lab.train.runs import RunConfig
     from adntn_lab.train.sweep import local_executor, run_sweep
 
     base = RunConfig(model="fc2", dataset="mnist-5k", epochs=epochs, batch_size=64, lr=3e-3)
     grid = dict(families=["ttn", "mpo"], bond_dims=[2, 3, 4, 5], seeds=[0])
     out: dict = {"points": 8, "epochs": epochs}
-    cases = (("in_process", 0, None), ("workers_1", 1, None), ("workers_1_one_thread", 1, 1),
-             ("workers_2", 2, None))
+    cores = len(os.sched_getaffinity(0))
+    cases = (("in_process", 0, None), ("workers_1", 1, cores), ("workers_1_one_thread", 1, 1),
+             ("workers_2", 2, 1))
     for label, jobs, threads in cases:
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as d:
             load = _load()
@@ -55,7 +61,7 @@ def bench_sweep(epochs: int) -> dict:
                 with local_executor(jobs, threads=threads) as pool:
                     run_sweep(base, d, **grid, executor=pool, log=None)
             out[label] = {"wall_s": round(time.perf_counter() - t0, 2), "load_before": load,
-                          "threads_per_worker": threads or rank_threads(max(jobs, 1))}
+                          "threads_per_worker": threads or torch_threads()}
         print(f"sweep {label}: {out[label]['wall_s']:.1f} s (load {load})", flush=True)
     for ref in ("workers_1", "workers_1_one_thread"):
         out[f"ratio_workers_2_over_{ref}"] = round(

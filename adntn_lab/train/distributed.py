@@ -41,16 +41,20 @@ __all__ = [
     "DistEnv",
     "GlobalBatchSampler",
     "LaunchError",
+    "THREADS_PER_PROCESS",
     "init_distributed",
     "is_main_process",
     "launch",
-    "rank_threads",
     "read_env",
     "shutdown_distributed",
 ]
 
 # seconds a collective (or the start-up rendezvous) may wait for a peer before it fails
 DEFAULT_TIMEOUT = 300.0
+# torch CPU threads of each rank or sweep worker unless told otherwise: these layers are small,
+# one thread is the demo's fastest setting, and on a shared machine several threads per
+# process were measured up to ten times slower (benchmarks/bench_parallel.py)
+THREADS_PER_PROCESS = 1
 _REQUIRED = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -206,16 +210,6 @@ def world() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True on rank 0 and in a single process: the one that writes files and shows progress."""
     return world()[0] == 0
-
-
-def rank_threads(nproc: int, cores: int | None = None) -> int:
-    """CPU threads per rank that share the machine's cores without oversubscribing them."""
-    if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-    return max(1, int(cores) // max(int(nproc), 1))
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -388,8 +382,8 @@ def launch(
     nproc : int
         Number of ranks.
     threads : int, optional
-        CPU threads per rank (``OMP_NUM_THREADS``); default :func:`rank_threads` -- the cores
-        divided by ``nproc`` -- unless ``OMP_NUM_THREADS`` is already set.
+        CPU threads per rank (``OMP_NUM_THREADS``); default :data:`THREADS_PER_PROCESS` (1,
+        as torchrun) unless ``OMP_NUM_THREADS`` is already set.
     timeout : float, default 300
         Seconds the rendezvous waits for all ranks.
     log_dir : path, optional
@@ -412,7 +406,7 @@ def launch(
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(int(threads))
     else:
-        os.environ.setdefault("OMP_NUM_THREADS", str(rank_threads(nproc)))
+        os.environ.setdefault("OMP_NUM_THREADS", str(THREADS_PER_PROCESS))
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     logs_specs = None
     if log_dir is not None:

@@ -156,18 +156,17 @@ def local_executor(jobs: int, *, threads: int | None = None) -> Executor:
 
     Workers are started with ``spawn`` (a fresh interpreter: no inherited torch thread pools,
     which ``fork`` can deadlock on) and each uses ``threads`` torch CPU threads, by default
-    the machine's cores divided by ``jobs`` (see
-    :func:`adntn_lab.train.distributed.rank_threads`).
+    :data:`adntn_lab.train.distributed.THREADS_PER_PROCESS` (1).
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    from .distributed import rank_threads
+    from .distributed import THREADS_PER_PROCESS
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     if threads is None:
-        threads = rank_threads(jobs)
+        threads = THREADS_PER_PROCESS
     return ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
 
