@@ -64,7 +64,7 @@ def test_dask_local_cluster_gives_the_serial_rows(tmp_path, serial_rows):
 def _sweep_cmd(out):
     return [sys.executable, "-m", "adntn_lab", "sweep", "--families", "ttn", "mpo",
             "--bond-dims", "2", "3", "--seeds", "0", "--dataset", "digits", "--hidden", "16",
-            "--epochs", "2", "--batch-size", "128", "--lr", "1e-2", "--out", str(out),
+            "--epochs", "1", "--batch-size", "128", "--lr", "1e-2", "--out", str(out),
             "--jobs", "2", "--threads", "1", "--no-progress"]
 
 
