@@ -9,6 +9,10 @@ Examples
     adntn-lab train --model fc2 --dataset mnist-5k --family ttn --bond-dim 4 --epochs 10 \\
         --out runs/fc2-ttn
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
+    adntn-lab train --out runs/fc2-ttn --resume --lr 5e-4       # ... with a lower learning rate
+
+Errors are one line on stderr with exit status 2 (130 after Ctrl-C, which first writes a
+checkpoint); set ADNTN_LAB_TRACEBACK=1 to see the full traceback instead.
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
         --out runs/frontier
 """
@@ -141,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<model>-<dataset>-<family>-...)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out (or from CHECKPOINT) exactly where it "
-                   "stopped; settings are read from the checkpoint, --epochs may grow")
+                   "stopped; settings are read from the run, --epochs, --lr and --device may "
+                   "change")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="also write the checkpoint every N steps (default: every epoch end)")
 
     p = sub.add_parser("costs", help="print the cost report of a generator",
                        description="FLOPs, memory and contraction steps of generating a "
@@ -222,7 +229,7 @@ def _default_out(cfg) -> Path:
 
 def _cmd_train(args) -> int:
     from .train.checkpoint import load_checkpoint
-    from .train.runs import RunConfig, run_training
+    from .train.runs import RunConfig, read_run_config, run_training
 
     given = _given(args)
     resume = args.resume
@@ -236,6 +243,8 @@ def _cmd_train(args) -> int:
             saved = load_checkpoint(source).config
         elif not isinstance(resume, bool):
             raise CLIError(f"no checkpoint at {source}")
+        else:  # stopped before its first checkpoint: the run is defined by its config.json
+            saved = read_run_config(args.out)
     if saved is not None:
         settings = dict(saved)
         # explicitly given settings must agree with the checkpoint (checked by run_training)
@@ -246,7 +255,8 @@ def _cmd_train(args) -> int:
     out = Path(args.out) if args.out else _default_out(cfg)
     if not isinstance(resume, bool) and args.out is None:
         out = Path(resume).parent
-    run_training(cfg, out, resume=resume, progress=not args.no_progress)
+    run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                 checkpoint_every=args.checkpoint_every)
     print(f"run folder: {out}")
     return 0
 
@@ -336,15 +346,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    if os.environ.get("ADNTN_LAB_TRACEBACK", "").strip() not in ("", "0"):
+        return _COMMANDS[args.command](args)
     try:
         return _COMMANDS[args.command](args)
-    except (CLIError, ValueError, FileNotFoundError, DatasetUnavailableError,
-            StrategyUnavailableError) as exc:
-        print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError, FloatingPointError,
+            DatasetUnavailableError, StrategyUnavailableError) as exc:
+        print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"adntn-lab {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = _one_line(exc) if str(exc) else "interrupted"
+        print(f"adntn-lab {args.command}: {detail}", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover
