@@ -433,7 +433,8 @@ def _list(where: str, value: Any) -> list:
 def _keys(where: str, d: dict, required: tuple[str, ...]) -> None:
     for key in required:
         if key not in d:
-            raise _Refusal(f"field {where + '.' + key!r} is missing")
+            name = key if where == "meta" else f"{where}.{key}"
+            raise _Refusal(f"field {name!r} is missing")
 
 
 def _validate_history(where: str, h: Any) -> None:
@@ -473,9 +474,12 @@ def _validate_rng(where: str, rng: Any) -> None:
         if not isinstance(text, str):
             _fail(f"{where}.{key}", "a base64 string", text)
         try:
-            base64.b64decode(text, validate=True)
+            raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             _fail(f"{where}.{key}", "a base64 string", text)
+        if key == "cpu" and len(raw) != torch.get_rng_state().numel():
+            _fail(f"{where}.cpu", f"torch's CPU random state ({torch.get_rng_state().numel()} "
+                  "bytes)", f"{len(raw)} bytes")
 
 
 def _validate_train_state(ts: Any) -> None:
