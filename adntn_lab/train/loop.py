@@ -249,11 +249,14 @@ class TrainingDiverged(FloatingPointError):
         ``"loss"`` or ``"parameter '<name>'"``.
     lr : float
         Learning rate of the failed step.
+    summary : str
+        What happened, without advice on how to continue.
     """
 
-    def __init__(self, message: str, *, epoch: int, step: int, batch: int, what: str,
-                 lr: float):
+    def __init__(self, message: str, *, summary: str, epoch: int, step: int, batch: int,
+                 what: str, lr: float):
         super().__init__(message)
+        self.summary = summary
         self.epoch, self.step, self.batch, self.what, self.lr = epoch, step, batch, what, lr
 
 
@@ -612,13 +615,14 @@ def fit(
         step, batch = state.step + 1, state.batch + 1
         history.events.append({"event": "diverged", "epoch": epoch + 1, "step": step,
                                "what": what, "lr": cur_lr})
+        summary = (f"training diverged at step {step} (epoch {epoch + 1}, batch {batch} of "
+                   f"{num_batches}): the {what} became {value} at learning rate {cur_lr:g}; "
+                   f"model and optimiser are rolled back to the end of step {step - 1}")
         return TrainingDiverged(
-            f"training diverged at step {step} (epoch {epoch + 1}, batch {batch} of "
-            f"{num_batches}): the {what} became {value} at learning rate {cur_lr:g}. Model "
-            f"and optimiser are rolled back to the end of step {step - 1}; continue from "
-            "there with a lower learning rate (or check the data and the model's initial "
-            "scale)",
-            epoch=epoch + 1, step=step, batch=batch, what=what, lr=cur_lr,
+            f"{summary}. Continue from there with a lower learning rate "
+            "(state.change_lr(...), then fit(..., state=state)), or check the data and the "
+            "model's initial scale",
+            summary=summary, epoch=epoch + 1, step=step, batch=batch, what=what, lr=cur_lr,
         )
     try:
         while state.epoch < epochs and not stopped:

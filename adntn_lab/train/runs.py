@@ -778,15 +778,15 @@ def _diverged(exc: TrainingDiverged, config: RunConfig, out: Path | None, state,
     """Checkpoint the rolled-back state and say how to continue from it."""
     lower = exc.lr / 10
     if out is None:
-        how = ("continue with fit(..., state=state) after state.change_lr(...) with a lower "
-               f"learning rate, e.g. {lower:g}")
+        how = (f"train again with a lower learning rate, e.g. lr={lower:g} (with an out_dir "
+               "the last good step is checkpointed and can be resumed)")
     else:
         save(state, complete=False)
-        how = (f"the checkpoint in {out} holds the last good step; continue with a lower "
+        how = (f"the checkpoint in {out} holds step {exc.step - 1}; continue with a lower "
                f"learning rate: adntn-lab train --out {out} --resume --lr {lower:g}")
     return TrainingDiverged(
-        f"{exc}. {how}", epoch=exc.epoch, step=exc.step, batch=exc.batch, what=exc.what,
-        lr=exc.lr,
+        f"{exc.summary}; {how}", summary=exc.summary, epoch=exc.epoch, step=exc.step,
+        batch=exc.batch, what=exc.what, lr=exc.lr,
     )
 
 
