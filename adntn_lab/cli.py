@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nonlinear tensor-network generators: cost reports, training runs, sweeps "
         "and an offline demo.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'adntn-lab COMMAND --help' for the options of a command.",
+        epilog="Run 'adntn-lab COMMAND --help' for the options of a command. Errors are "
+        "one line (exit status 2); ADNTN_LAB_TRACEBACK=1 shows the full traceback.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

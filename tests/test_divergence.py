@@ -196,3 +196,19 @@ def test_cli_reports_a_nan_loss_in_one_line(tmp_path, capsys):
     assert err.startswith("adntn-lab train: error: training diverged at step")
     assert "--resume --lr 1e+29" in err
     load_checkpoint(out / "checkpoint.safetensors")  # finite, loadable
+
+
+def test_without_rollback_divergence_is_still_detected_and_nothing_is_copied(monkeypatch):
+    from adntn_lab.train import loop
+
+    def no_copies(*a, **k):
+        raise AssertionError("rollback=False must not snapshot the training state")
+
+    monkeypatch.setattr(loop, "_StepSnapshot", no_copies)
+    model = model_fn()
+    poison_gradient_at(model, 3)
+    state = TrainState.create(model, lr=1e-2, seed=0)
+    with pytest.raises(TrainingDiverged, match="keeps the non-finite values"):
+        fit(model, small_data(), epochs=1, batch_size=30, seed=0, state=state,
+            progress=False, rollback=False)
+    assert state.step == 2 and torch.isnan(model[0].weight).any()

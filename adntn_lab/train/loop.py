@@ -484,6 +484,7 @@ def fit(
     grad_clip: float | None = None,
     eval_batch_size: int = 1024,
     desc: str | None = None,
+    rollback: bool = True,
 ) -> History:
     """Train a classifier with cross-entropy, deterministically and resumably.
 
@@ -528,6 +529,12 @@ def fit(
     eval_batch_size : int, default 1024
     desc : str, optional
         Label of the progress bar.
+    rollback : bool, default True
+        Keep a copy of the parameters, buffers and optimiser state from before every step, so
+        that a diverged step is undone exactly (one extra copy of the training state in
+        memory, refreshed in place). With False a divergence is still detected and raised,
+        but the model keeps its non-finite values; the last checkpoint is then the last good
+        state.
 
     Returns
     -------
@@ -606,18 +613,23 @@ def fit(
     cuda_devices = [device] if device.type == "cuda" else []
     stopped = False
     model.train()
-    snapshot = _StepSnapshot(model, state.optimizer)
+    snapshot = _StepSnapshot(model, state.optimizer) if rollback else None
     param_names = {id(p): name for name, p in model.named_parameters()}
-    watched = [(param_names.get(id(p), f"#{i}"), p) for i, p in enumerate(snapshot.params)]
+    opt_params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    watched = [(param_names.get(id(p), f"#{i}"), p) for i, p in enumerate(opt_params)]
 
     def diverged(what: str, value: str, epoch: int, cur_lr: float) -> TrainingDiverged:
-        snapshot.restore()
         step, batch = state.step + 1, state.batch + 1
+        if snapshot is not None:
+            snapshot.restore()
+            undone = f"model and optimiser are rolled back to the end of step {step - 1}"
+        else:
+            undone = "the model keeps the non-finite values (rollback=False)"
         history.events.append({"event": "diverged", "epoch": epoch + 1, "step": step,
                                "what": what, "lr": cur_lr})
         summary = (f"training diverged at step {step} (epoch {epoch + 1}, batch {batch} of "
                    f"{num_batches}): the {what} became {value} at learning rate {cur_lr:g}; "
-                   f"model and optimiser are rolled back to the end of step {step - 1}")
+                   f"{undone}")
         return TrainingDiverged(
             f"{summary}. Continue from there with a lower learning rate "
             "(state.change_lr(...), then fit(..., state=state)), or check the data and the "
@@ -646,7 +658,8 @@ def fit(
                     cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
                     for g in state.optimizer.param_groups:
                         g["lr"] = cur_lr
-                    snapshot.take()
+                    if snapshot is not None:
+                        snapshot.take()
                     state.optimizer.zero_grad(set_to_none=True)
                     logits = model(xb)
                     loss = nn.functional.cross_entropy(logits, yb)

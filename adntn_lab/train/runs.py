@@ -479,7 +479,11 @@ class _SigintToStop:
 
     def _handle(self, signum, frame):
         self.event.set()
-        signal.signal(signal.SIGINT, self.previous)
+        signal.signal(signal.SIGINT, self._previous_or_default())
+
+    def _previous_or_default(self):
+        # getsignal gives None for a handler installed outside Python
+        return self.previous if self.previous is not None else signal.default_int_handler
 
     def __enter__(self):
         if self.enabled:
@@ -489,7 +493,7 @@ class _SigintToStop:
 
     def __exit__(self, *exc):
         if self.enabled:
-            signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGINT, self._previous_or_default())
         return False
 
 
@@ -747,7 +751,10 @@ def run_training(
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
     if out is not None:
         _write_run_file(out / "metrics.json", metrics)
-        _write_curves(out / "curves.png", history, config)
+        try:
+            _write_curves(out / "curves.png", history, config)
+        except OSError as exc:
+            raise _storage_error(out / "curves.png", exc) from exc
     acc = metrics.get("final", {}).get("test_acc")
     say(f"{config.label}: {len(history.epoch)} epoch(s) in {elapsed:.1f} s"
         + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
