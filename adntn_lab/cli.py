@@ -11,8 +11,8 @@ Examples
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
     adntn-lab train --out runs/fc2-ttn --resume --lr 5e-4       # ... with a lower learning rate
 
-Errors are one line on stderr with exit status 2 (130 after Ctrl-C, which first writes a
-checkpoint); set ADNTN_LAB_TRACEBACK=1 to see the full traceback instead.
+Errors are one line on stderr with exit status 2 (130 after Ctrl-C and 143 after SIGTERM, both
+of which first write a checkpoint); set ADNTN_LAB_TRACEBACK=1 to see the full traceback instead.
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
         --out runs/frontier
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -358,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         detail = _one_line(exc) if str(exc) else "interrupted"
         print(f"adntn-lab {args.command}: {detail}", file=sys.stderr)
-        return 130
+        # the shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -97,10 +97,10 @@ def test_unreadable_config_json_is_named(tmp_path, capsys):
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-def _ctrl_c_at(step):
+def _ctrl_c_at(step, signum=signal.SIGINT):
     def cb(ev):
         if ev["event"] == "step" and ev["step"] == step:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
     return cb
 
 
@@ -121,17 +121,22 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(tmp_
     same_checkpoints(full / "checkpoint.safetensors", part / "checkpoint.safetensors")
 
 
-def test_cli_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum, status, name", [(signal.SIGINT, 130, "Ctrl-C"),
+                                                   (signal.SIGTERM, 143, "SIGTERM")])
+def test_cli_interrupt_exits_128_plus_signal_with_one_line(tmp_path, monkeypatch, capsys,
+                                                          signum, status, name):
     fit = runs_mod.fit
 
     def fit_with_ctrl_c(*a, callbacks=(), **k):
-        return fit(*a, callbacks=[*callbacks, _ctrl_c_at(3)], **k)
+        return fit(*a, callbacks=[*callbacks, _ctrl_c_at(3, signum)], **k)
 
     monkeypatch.setattr(runs_mod, "fit", fit_with_ctrl_c)
+    before = signal.getsignal(signum)
     out = tmp_path / "run"
-    assert cli.main(["train", *DIGITS, "--epochs", "1", "--out", str(out)]) == 130
+    assert cli.main(["train", *DIGITS, "--epochs", "1", "--out", str(out)]) == status
+    assert signal.getsignal(signum) is before
     err = one_line_error(capsys)
-    assert err.startswith("adntn-lab train: interrupted at epoch 1, step")
+    assert err.startswith(f"adntn-lab train: interrupted ({name}) at epoch 1, step")
     assert f"adntn-lab train --out {out} --resume" in err
     assert load_checkpoint(out / "checkpoint.safetensors").meta["train_state"]["step"] >= 3
 

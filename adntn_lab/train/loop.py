@@ -260,6 +260,22 @@ class TrainingDiverged(FloatingPointError):
         self.epoch, self.step, self.batch, self.what, self.lr = epoch, step, batch, what, lr
 
 
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``d.copy_(s)`` for every pair, in one fused call where torch offers it."""
+    foreach_copy = getattr(torch, "_foreach_copy_", None)
+    groups: dict[tuple, tuple[list, list]] = {}
+    for d, s in zip(dst, src):
+        groups.setdefault((d.device, d.dtype, s.dtype), ([], []))
+        groups[(d.device, d.dtype, s.dtype)][0].append(d)
+        groups[(d.device, d.dtype, s.dtype)][1].append(s)
+    for ds, ss in groups.values():
+        if foreach_copy is not None:
+            foreach_copy(ds, ss)
+        else:  # pragma: no cover - older torch
+            for d, s in zip(ds, ss):
+                d.copy_(s)
+
+
 class _StepSnapshot:
     """Copies of the parameters, buffers and optimiser state taken before each step.
 
@@ -275,26 +291,27 @@ class _StepSnapshot:
         self.opt_copies: dict[int, dict[str, Any] | None] = {}
 
     def take(self) -> None:
-        with torch.no_grad():
-            for t, c in zip(self.tensors, self.copies):
-                c.copy_(t)
-            for i, p in enumerate(self.params):
-                st = self.optimizer.state.get(p)
-                if not st:
-                    self.opt_copies[i] = None
-                    continue
-                saved = self.opt_copies.get(i) or {}
-                for k, v in st.items():
-                    if isinstance(v, torch.Tensor):
-                        buf = saved.get(k)
-                        if isinstance(buf, torch.Tensor) and buf.shape == v.shape and \
-                                buf.dtype == v.dtype and buf.device == v.device:
-                            buf.copy_(v)
-                        else:
-                            saved[k] = v.detach().clone()
+        dst, src = list(self.copies), list(self.tensors)
+        for i, p in enumerate(self.params):
+            st = self.optimizer.state.get(p)
+            if not st:
+                self.opt_copies[i] = None
+                continue
+            saved = self.opt_copies.get(i) or {}
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    buf = saved.get(k)
+                    if isinstance(buf, torch.Tensor) and buf.shape == v.shape and \
+                            buf.dtype == v.dtype and buf.device == v.device:
+                        dst.append(buf)
+                        src.append(v)
                     else:
-                        saved[k] = v
-                self.opt_copies[i] = saved
+                        saved[k] = v.detach().clone()
+                else:
+                    saved[k] = v
+            self.opt_copies[i] = saved
+        with torch.no_grad():
+            _copy_all(dst, src)
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -317,10 +334,19 @@ class _StepSnapshot:
 
 
 def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
-    """Name of the first tensor holding NaN or inf, or None (one device sync)."""
+    """Name of the first tensor holding NaN or inf, or None (one device sync).
+
+    A sum is finite only if every term is, so one sum per tensor screens them all without a
+    boolean copy of each; only when a sum is not finite (which a sum of huge finite values can
+    also be) is every tensor checked exactly.
+    """
     if not named:
         return None
-    flags = torch.stack([torch.isfinite(t).all() for _, t in named])
+    with torch.no_grad():
+        sums = torch.stack([t.detach().sum() for _, t in named])
+        if bool(torch.isfinite(sums).all()):
+            return None
+        flags = torch.stack([torch.isfinite(t).all() for _, t in named])
     if bool(flags.all()):
         return None
     return named[int((~flags).nonzero()[0, 0])][0]

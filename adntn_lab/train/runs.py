@@ -27,7 +27,8 @@ history's ``events`` (and so in ``metrics.json``).
 
 Nothing is lost on the way: a diverged step (NaN or inf) is rolled back and the last good state
 checkpointed (:class:`~adntn_lab.train.loop.TrainingDiverged` says how to continue); Ctrl-C
-(SIGINT) stops after the current step, writes a checkpoint and raises :class:`RunInterrupted`;
+(SIGINT) or SIGTERM stops after the current step, writes a checkpoint and raises
+:class:`RunInterrupted`;
 a failed write (a full disk) keeps the previous checkpoint and raises :class:`RunStorageError`.
 """
 
@@ -94,11 +95,14 @@ class RunInterrupted(KeyboardInterrupt):
         The checkpoint written (None without a run folder).
     epoch, step : int
         Completed epochs and steps at the stop.
+    signum : int
+        The signal: ``signal.SIGINT`` or ``signal.SIGTERM``.
     """
 
-    def __init__(self, message: str, *, checkpoint: Path | None, epoch: int, step: int):
+    def __init__(self, message: str, *, checkpoint: Path | None, epoch: int, step: int,
+                 signum: int = signal.SIGINT):
         super().__init__(message)
-        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+        self.checkpoint, self.epoch, self.step, self.signum = checkpoint, epoch, step, signum
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -465,35 +469,44 @@ class _EitherEvent:
         return any(e.is_set() for e in self.events)
 
 
-class _SigintToStop:
-    """While active, the first SIGINT sets ``event`` instead of raising KeyboardInterrupt.
+class _SignalsToStop:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM sets ``event`` instead of ending the
+    process, and remembers which arrived in ``signum``.
 
-    Training then stops after the current step and writes a checkpoint; a second Ctrl-C
-    interrupts at once. Only installed in the main thread (signals are delivered there).
+    Training then stops after the current step and writes a checkpoint; a second signal acts
+    at once (the previous handlers are back). Only installed in the main thread (signals are
+    delivered there).
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool):
         self.event = threading.Event()
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.previous = None
+        self.previous: dict[int, Any] = {}
+        self.signum: int | None = None
 
     def _handle(self, signum, frame):
+        self.signum = signum
         self.event.set()
-        signal.signal(signal.SIGINT, self._previous_or_default())
+        self._restore()
 
-    def _previous_or_default(self):
-        # getsignal gives None for a handler installed outside Python
-        return self.previous if self.previous is not None else signal.default_int_handler
+    def _restore(self):
+        for sig, handler in self.previous.items():
+            # getsignal gives None for a handler installed outside Python
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL
+                          if sig != signal.SIGINT else signal.default_int_handler)
 
     def __enter__(self):
         if self.enabled:
-            self.previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc):
         if self.enabled:
-            signal.signal(signal.SIGINT, self._previous_or_default())
+            self._restore()
         return False
 
 
@@ -508,7 +521,7 @@ def run_training(
     stop_event=None,
     log: Callable[[str], None] | None = print,
     checkpoint_every: int | None = None,
-    catch_sigint: bool = True,
+    catch_signals: bool = True,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -534,10 +547,10 @@ def run_training(
     checkpoint_every : int, optional
         Also write the checkpoint every this many optimiser steps (besides every epoch end),
         so that a killed run loses at most that many steps.
-    catch_sigint : bool, default True
-        In the main thread, the first Ctrl-C (SIGINT) stops training after the current step,
-        writes the checkpoint and raises :class:`RunInterrupted`; a second one interrupts at
-        once.
+    catch_signals : bool, default True
+        In the main thread, the first Ctrl-C (SIGINT) or SIGTERM stops training after the
+        current step, writes the checkpoint and raises :class:`RunInterrupted`; a second one
+        acts at once.
 
     Returns
     -------
@@ -721,7 +734,7 @@ def run_training(
             state = TrainState.create(model, lr=config.lr, seed=config.seed,
                                       optimizer=config.optimizer,
                                       weight_decay=config.weight_decay)
-        with _SigintToStop(catch_sigint) as sigint:
+        with _SignalsToStop(catch_signals) as sigint:
             try:
                 history = fit(
                     model, data, epochs=config.epochs, lr=config.lr,
@@ -738,9 +751,10 @@ def run_training(
             where = f"; checkpoint {ckpt_path}" if out is not None else ""
             how = (f"; continue with: adntn-lab train --out {out} --resume"
                    if out is not None else "")
+            name = "SIGTERM" if sigint.signum == signal.SIGTERM else "Ctrl-C"
             raise RunInterrupted(
-                f"interrupted at epoch {state.epoch + 1}, step {state.step}{where}{how}",
-                checkpoint=ckpt_path, epoch=state.epoch, step=state.step,
+                f"interrupted ({name}) at epoch {state.epoch + 1}, step {state.step}{where}{how}",
+                checkpoint=ckpt_path, epoch=state.epoch, step=state.step, signum=sigint.signum,
             )
     elapsed = time.perf_counter() - t0
 
