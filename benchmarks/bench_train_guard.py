@@ -82,7 +82,7 @@ def main() -> None:
         state = TrainState.create(model, lr=1e-3, seed=0)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "c.safetensors"
-            save_s = timeit(lambda: save_checkpoint(path, model, state), repeat=5)
+            save_s = timeit(lambda p=path, m=model, s=state: save_checkpoint(p, m, s), repeat=5)
             size = path.stat().st_size
         steps = -(-len(data.train) // 64)
         rows.append({"case": label, "dataset": config.dataset, "steps": steps,
