@@ -463,3 +463,20 @@ def test_sigkill_during_a_save_leaves_a_temporary_that_the_next_save_removes(tmp
     assert good.model_state["weight"].shape == (64, 64)
     save_checkpoint(tmp_path / "checkpoint.safetensors", nn.Linear(64, 64))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
+
+
+def test_optimiser_tensor_of_the_wrong_shape_is_refused_before_training(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = tiny_checkpoint(tmp_path)
+    t = load_file(str(path))
+    t["optimizer/0/exp_avg"] = torch.zeros(7)
+    with safe_open(str(path), "pt") as f:
+        text = f.metadata()["meta"]
+    save_file(t, str(path), metadata={
+        "format": ckpt_mod.FORMAT_TAG,
+        "digest": ckpt_mod._digest(t, (ckpt_mod.FORMAT_TAG, text)), "meta": text})
+    ck = load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"'optimizer/0/exp_avg' has shape \(7,\)"):
+        ck.train_state(ck.restore_model(nn.Linear(3, 2)))

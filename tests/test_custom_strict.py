@@ -184,3 +184,20 @@ def test_designer_names_a_json_list_as_what_it_is():
     with pytest.raises(ValueError, match="JSON object.*got list") as info:
         TopologyDesigner(design="[1, 2, 3]")
     assert "neither JSON text nor a file" not in str(info.value)
+
+
+def test_python_sequences_of_integers_are_accepted_as_such():
+    import networkx as nx
+
+    spec = {k: v for k, v in CUSTOM.items() if k not in ("out_modes", "in_modes")}
+    a = al.from_graph(spec, out_modes=np.array([2, 2, 3, 1]), in_modes=(3, 2, 2, 2),
+                      calibrate=False, seed=2)
+    b = al.from_graph(CUSTOM, calibrate=False, seed=2)
+    np.testing.assert_array_equal(a.weight(), b.weight())
+    with pytest.raises(TypeError, match=r"out_modes \(argument\)\[0\]"):
+        al.from_graph(spec, out_modes=np.array([2.0, 2, 3, 1]), in_modes=(3, 2, 2, 2))
+    g = nx.Graph(in_features=4, out_features=4)
+    g.add_node("a", stage=0, sites=range(1))
+    g.add_node("b", stage=np.int64(1), site=np.int64(1))
+    g.add_edge("a", "b", dim=np.int64(2))
+    assert al.from_graph(g).weight().shape == (4, 4)

@@ -73,7 +73,9 @@ def _int(path: str, value, *, minimum: int, example: int) -> int:
 
 
 def _sequence(path: str, value, what: str) -> list:
-    if not isinstance(value, (list, tuple)):
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return value.tolist()  # numpy scalars become Python ones; floats stay floats
+    if not isinstance(value, (list, tuple, range)):
         raise TypeError(f"{path} must be a list of {what}, got {_show(value)}")
     return list(value)
 

@@ -336,6 +336,17 @@ class Checkpoint:
             raise ValueError(
                 f"the optimiser state in {self.path} does not fit this model's parameters: {exc}"
             ) from exc
+        # per-parameter buffers (Adam's moments, SGD's momentum) must match their parameter,
+        # or the first step would fail deep inside the optimiser
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            for key, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(
+                        f"the optimiser state in {self.path} does not fit this model's "
+                        f"parameters: tensor 'optimizer/{i}/{key}' has shape {tuple(v.shape)}, "
+                        f"parameter {i} has shape {tuple(p.shape)}"
+                    )
         return TrainState(
             optimizer=opt,
             optimizer_name=ts["optimizer_name"],

@@ -647,7 +647,11 @@ def run_training(
         model.to(device)
         state = ckpt.train_state(model)
         state.change_lr(config.lr)
-        extra_metrics.update((ckpt.extra or {}).get("metrics", {}))
+        stored = (ckpt.extra or {}).get("metrics", {})
+        if not isinstance(stored, dict):
+            raise ValueError(f"{source}: checkpoint metadata field 'extra.metrics' must be an "
+                             f"object, got {type(stored).__name__}; the file was edited")
+        extra_metrics.update(stored)
         say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}"
             + (f" with lr {config.lr:g}" if state.history.events
                and state.history.events[-1].get("event") == "lr_changed"
