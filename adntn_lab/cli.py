@@ -376,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         detail = _one_line(exc) if str(exc) else "interrupted"
+        if args.command == "sweep":  # a point's checkpoint is kept; the sweep resumes it
+            detail = (detail.split("; continue with")[0] + "; run the same sweep command "
+                      "again to continue")
         print(f"adntn-lab {args.command}: {detail}", file=sys.stderr)
         # the shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)
         return 128 + int(getattr(exc, "signum", signal.SIGINT))

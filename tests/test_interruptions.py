@@ -245,3 +245,22 @@ def test_cli_full_disk_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     assert (out / "checkpoint.safetensors").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert load_checkpoint(out / "checkpoint.safetensors").epoch == 1
+
+
+def test_ctrl_c_during_a_sweep_says_to_run_the_sweep_again(tmp_path, monkeypatch, capsys):
+    fit = runs_mod.fit
+
+    def fit_with_ctrl_c(*a, callbacks=(), **k):
+        return fit(*a, callbacks=[*callbacks, _ctrl_c_at(2)], **k)
+
+    monkeypatch.setattr(runs_mod, "fit", fit_with_ctrl_c)
+    out = tmp_path / "sweep"
+    rc = cli.main(["sweep", "--families", "ttn", "--bond-dims", "2", "--out", str(out),
+                   "--dataset", "digits", "--hidden", "24", "--epochs", "1", "--no-progress"])
+    assert rc == 130
+    err = one_line_error(capsys)
+    assert "interrupted (Ctrl-C)" in err and "run the same sweep command again" in err
+    monkeypatch.undo()
+    assert cli.main(["sweep", "--families", "ttn", "--bond-dims", "2", "--out", str(out),
+                     "--dataset", "digits", "--hidden", "24", "--epochs", "1",
+                     "--no-progress"]) == 0
