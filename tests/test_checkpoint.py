@@ -420,15 +420,17 @@ def _dead_pid():
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     path = save_checkpoint(tmp_path / "checkpoint.safetensors", model_fn())
-    legacy = tmp_path / ".checkpoint.safetensors.k2x9_q1z.tmp"  # written before pids were named
-    dead = tmp_path / f".checkpoint.safetensors.{_dead_pid()}-abcdefgh.tmp"
-    live = tmp_path / f".checkpoint.safetensors.{os.getppid()}-abcdefgh.tmp"  # a live writer
-    other = tmp_path / ".notes.tmp"
-    for p in (legacy, dead, live, other):
+    prefix = ckpt_mod._temp_prefix
+    legacy = tmp_path / ".checkpoint.safetensors.k2x9_q1z.tmp"  # named before writers were
+    dead = tmp_path / f"{prefix('checkpoint.safetensors', _dead_pid())}abcdefgh.tmp"
+    live = tmp_path / f"{prefix('checkpoint.safetensors', os.getppid())}abcdefgh.tmp"
+    elsewhere = tmp_path / f".checkpoint.safetensors.otherhost-{_dead_pid()}-abcdefgh.tmp"
+    keep = [tmp_path / ".notes.tmp", tmp_path / ".draft.txt.abcdefgh.tmp"]  # not ours
+    for p in (legacy, dead, live, elsewhere, *keep):
         p.write_bytes(b"x" * 1000)
     save_checkpoint(path, model_fn(seed=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["checkpoint.safetensors", live.name, other.name])
+        ["checkpoint.safetensors", live.name, elsewhere.name, *(p.name for p in keep)])
     assert ckpt_mod.remove_stale_temporaries(tmp_path) == []
 
 
@@ -458,7 +460,8 @@ def test_sigkill_during_a_save_leaves_a_temporary_that_the_next_save_removes(tmp
         proc.kill()
         proc.wait()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert len(names) == 2 and names[0].startswith(f".checkpoint.safetensors.{proc.pid}-")
+    assert len(names) == 2
+    assert names[0].startswith(ckpt_mod._temp_prefix("checkpoint.safetensors", proc.pid))
     good = load_checkpoint(tmp_path / "checkpoint.safetensors")  # the old one is intact
     assert good.model_state["weight"].shape == (64, 64)
     save_checkpoint(tmp_path / "checkpoint.safetensors", nn.Linear(64, 64))

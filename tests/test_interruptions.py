@@ -177,7 +177,7 @@ def test_resume_removes_temporaries_of_killed_saves(tmp_path, digits):
     runs_mod.run_training(_config(epochs=1), out, data=digits, progress=False, log=None)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    stale = out / f".checkpoint.safetensors.{proc.pid}-abcdefgh.tmp"
+    stale = out / f"{ckpt_mod._temp_prefix('checkpoint.safetensors', proc.pid)}abcdefgh.tmp"
     stale.write_bytes(b"\0" * 4096)
     lines = []
     runs_mod.run_training(_config(epochs=2), out, resume=True, data=digits, progress=False,

@@ -17,9 +17,9 @@ name of the offending field rather than failing later inside the optimiser or th
 
 The file is first written to a temporary file in the same folder and then moved over the target
 with :func:`os.replace`, so a crash leaves either the old checkpoint or the new one, never half
-of one. Temporary files carry the writer's process id; those of dead processes (a save killed
-by SIGKILL or a power cut) are removed by the next save into the same folder and by
-:func:`remove_stale_temporaries`. Non-finite model weights are never written.
+of one. Temporary files carry the writer's host and process id; those of dead processes on this
+machine (a save killed by SIGKILL or a power cut) are removed by the next save into the same
+folder and by :func:`remove_stale_temporaries`. Non-finite model weights are never written.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -89,10 +90,23 @@ def _json_default(obj):
     raise TypeError(f"value of type {type(obj).__name__} cannot be stored in checkpoint metadata")
 
 
-# ".<target>.<pid>-<random>.tmp"; files written before the pid was added lack "<pid>-"
-_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{8}\.tmp$")
+# ".<target>.<host>-<pid>-<random>.tmp": the writer is known, so only its own machine's
+# dead processes' files are removed (a shared folder may hold other hosts' writes in flight)
+_TEMP_RE = re.compile(
+    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp$")
+# ".<target>.<random>.tmp", as written before the writer was named
+_LEGACY_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 _in_flight: set[str] = set()
 _in_flight_lock = threading.Lock()
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
+
+
+def _temp_prefix(target: str, pid: int | None = None) -> str:
+    """Start of the temporary file name a write of ``target`` by process ``pid`` uses."""
+    return f".{target}.{_host()}-{os.getpid() if pid is None else pid}-"
 
 
 def _process_alive(pid: int) -> bool:
@@ -110,9 +124,10 @@ def _process_alive(pid: int) -> bool:
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete temporary files that interrupted atomic writes left in ``folder``.
 
-    A temporary file is stale when the process that created it is gone (or, for files named
-    without a process id, by an older adntn_lab); files of live processes, including this
-    one's writes in progress, are kept.
+    A temporary file is stale when the process on this machine that created it is gone (a
+    save killed by SIGKILL or a power cut). Files of live processes (this one's writes in
+    progress included) and of other machines are kept; files named the way older adntn_lab
+    named them are removed when the file they were to replace exists.
 
     Parameters
     ----------
@@ -129,12 +144,20 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         return removed
     with _in_flight_lock:
         busy = set(_in_flight)
+    host, me = _host(), os.getpid()
     for entry in folder.iterdir():
-        m = _TEMP_RE.match(entry.name)
-        if m is None or str(entry) in busy or not entry.is_file():
+        if str(entry) in busy or not entry.name.endswith(".tmp"):
             continue
-        pid = m.group("pid")
-        if pid is not None and int(pid) != os.getpid() and _process_alive(int(pid)):
+        m = _TEMP_RE.match(entry.name)
+        if m is not None:
+            pid = int(m.group("pid"))
+            if m.group("host") != host or (pid != me and _process_alive(pid)):
+                continue
+        else:
+            m = _LEGACY_TEMP_RE.match(entry.name)
+            if m is None or not (folder / m.group("target")).is_file():
+                continue
+        if not entry.is_file():
             continue
         try:
             entry.unlink()
@@ -148,7 +171,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     with _in_flight_lock:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp",
                                    dir=path.parent)
         _in_flight.add(tmp)
     try:
