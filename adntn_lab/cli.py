@@ -9,9 +9,14 @@ Examples
     adntn-lab train --model fc2 --dataset mnist-5k --family ttn --bond-dim 4 --epochs 10 \\
         --out runs/fc2-ttn
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
+    adntn-lab train --out runs/fc2-ttn --resume --lr 5e-4       # ... with a lower learning rate
     adntn-lab train --family ttn --epochs 10 --out runs/fc2-ttn-ddp --nproc 2  # data-parallel
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
         --out runs/frontier --jobs 2                        # two worker processes
+
+Errors are one line on stderr with exit status 2 (130 after Ctrl-C and 143 after SIGTERM, both
+of which first write a checkpoint; 1 when a rank of --nproc fails); set ADNTN_LAB_TRACEBACK=1 to
+see the full traceback instead.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nonlinear tensor-network generators: cost reports, training runs, sweeps "
         "and an offline demo.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'adntn-lab COMMAND --help' for the options of a command.",
+        epilog="Run 'adntn-lab COMMAND --help' for the options of a command. Errors are "
+        "one line (exit status 2); ADNTN_LAB_TRACEBACK=1 shows the full traceback.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -164,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<model>-<dataset>-<family>-...)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out (or from CHECKPOINT) exactly where it "
-                   "stopped; settings are read from the checkpoint, --epochs may grow")
+                   "stopped; settings are read from the run, --epochs, --lr and --device may "
+                   "change")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="also write the checkpoint every N steps (default: every epoch end)")
     p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
                    help="train data-parallel in N processes on this machine (torch.distributed: "
                    "gloo on CPU, nccl on CUDA; --batch-size stays the global batch; each rank "
@@ -269,7 +279,7 @@ def _launch_ranks(args) -> int:
 def _cmd_train(args) -> int:
     from .train.checkpoint import load_checkpoint
     from .train.distributed import init_distributed, read_env, shutdown_distributed
-    from .train.runs import RunConfig, run_training
+    from .train.runs import RunConfig, read_run_config, run_training
 
     env = read_env()
     if args.nproc is not None and args.nproc > 1 and env is not None:
@@ -286,6 +296,8 @@ def _cmd_train(args) -> int:
             saved = load_checkpoint(source).config
         elif not isinstance(resume, bool):
             raise CLIError(f"no checkpoint at {source}")
+        else:  # stopped before its first checkpoint: the run is defined by its config.json
+            saved = read_run_config(args.out)
     if saved is not None:
         settings = dict(saved)
         # explicitly given settings must agree with the checkpoint (checked by run_training)
@@ -305,12 +317,13 @@ def _cmd_train(args) -> int:
                            "to continue it, or choose another output folder")
         return _launch_ranks(args)
     if env is None or env.world_size == 1:
-        run_training(cfg, out, resume=resume, progress=not args.no_progress)
+        run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                     checkpoint_every=args.checkpoint_every)
     else:
         init_distributed(cfg.device)
         try:
             run_training(cfg, out, resume=resume, progress=not args.no_progress,
-                         distributed=True)
+                         checkpoint_every=args.checkpoint_every, distributed=True)
         except BaseException:
             shutdown_distributed(wait=False)  # the peers stop on their own errors or timeout
             raise
@@ -429,18 +442,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .engine.allocator import tune_allocator
 
         tune_allocator()
+    if os.environ.get("ADNTN_LAB_TRACEBACK", "").strip() not in ("", "0"):
+        return _COMMANDS[args.command](args)
     try:
         return _COMMANDS[args.command](args)
-    except (CLIError, ValueError, FileNotFoundError, DatasetUnavailableError,
-            StrategyUnavailableError) as exc:
-        print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError, FloatingPointError,
+            DatasetUnavailableError, StrategyUnavailableError) as exc:
+        print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except LaunchError as exc:
-        print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"adntn-lab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        detail = _one_line(exc) if str(exc) else "interrupted"
+        if args.command == "sweep":  # a point's checkpoint is kept; the sweep resumes it
+            detail = (detail.split("; continue with")[0] + "; run the same sweep command "
+                      "again to continue")
+        print(f"adntn-lab {args.command}: {detail}", file=sys.stderr)
+        # the shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover
