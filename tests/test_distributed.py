@@ -96,6 +96,32 @@ def test_plain_torchrun_runs_the_same_training(tmp_path):
     _assert_same_run(out, one, atol=2e-5)
 
 
+def test_ddp_gradients_equal_the_full_batch_gradient_for_every_family(tmp_path):
+    import _ddp_gradients as helper
+
+    out = tmp_path / "grads.npz"
+    code = ("import sys; from adntn_lab.train.distributed import launch\n"
+            f"launch([{str(out)!r}], 3, module='_ddp_gradients')\n")
+    res = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = np.load(out)
+    x, y = helper.batch()  # 13 examples on 3 ranks: parts of 5, 4 and 4
+    checked = 0
+    for family in helper.FAMILIES:
+        model = helper.layer(family)
+        # the ranks' starting point: a generator's calibrated scale may differ in the last
+        # float32 bits with the thread count, and the reference is one process on all threads
+        model.load_state_dict({k[len(f"init/{family}/"):]: torch.from_numpy(got[k])
+                               for k in got.files if k.startswith(f"init/{family}/")})
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        for name, p in model.named_parameters():
+            np.testing.assert_allclose(got[f"{family}/{name}"], p.grad.numpy(), rtol=1e-10,
+                                       atol=1e-12, err_msg=f"{family}/{name}")
+            checked += 1
+    assert checked == len([k for k in got.files if not k.startswith("init/")]) and checked >= 8
+
+
 def test_global_batch_sampler_deals_out_the_one_process_order():
     data = torch.utils.data.TensorDataset(torch.arange(23))
     for epoch in (0, 1):
