@@ -310,6 +310,12 @@ def _cmd_train(args) -> int:
         out = Path(resume).parent
     if args.nproc is not None and args.nproc > 1:
         # settings are checked here once, not by every rank
+        from .train.runs import _check_device
+
+        device = _check_device(cfg.device)
+        if device.type not in ("cpu", "cuda") or device.index is not None:
+            raise CLIError(f"--nproc trains on device 'cpu' (gloo) or 'cuda' (nccl; rank r "
+                           f"uses GPU r), not {cfg.device!r}")
         if cfg.strategy == "dmrg":
             raise CLIError("strategy 'dmrg' runs local sweeps in one process; leave --nproc out")
         if not resume and (out / "checkpoint.safetensors").exists():

@@ -204,6 +204,10 @@ def test_nproc_refuses_what_the_ranks_could_not_run(tmp_path, capsys, monkeypatc
     assert cli.main(["train", "--family", "mpo", "--strategy", "dmrg", "--nproc", "2",
                      "--out", str(out)]) == 2
     assert "dmrg" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["train", *TRAIN, "--device", "cuda:0", "--nproc", "2", "--out",
+                     str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("not available" in err or "rank r uses GPU r" in err) and not out.exists()
     for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(k, v)
