@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,25 +68,113 @@ def test_static_files_are_package_data():
     import adntn_lab.widgets
 
     folder = Path(adntn_lab.widgets.__file__).parent / "static"
-    for name in ("designer", "inspector", "trainer", "explorer"):
-        js, css = static_file(f"{name}.js"), static_file(f"{name}.css")
-        assert js.parent == folder and css.parent == folder
-        text = js.read_text()
-        assert "export default" in text and "render" in text
-        assert css.read_text().strip()
+    for name in ("designer", "inspector", "trainer", "explorer", "common"):
+        js = static_file(f"{name}.js")
+        assert js.parent == folder
+        assert "export" in js.read_text()
+    for name in ("designer", "inspector", "trainer", "explorer", "base"):
+        assert static_file(f"{name}.css").read_text().strip()
     with pytest.raises(FileNotFoundError, match="reinstall"):
         static_file("no-such-widget.js")
 
 
+def test_importing_the_widgets_loads_neither_torch_nor_any_file():
+    # each check in a fresh interpreter: this one has long imported torch
+    code = ("import builtins, io, sys\n"
+            "opened = []\n"
+            "real = io.open\n"
+            "def spy(file, *a, **k):\n"
+            "    opened.append(str(file))\n"
+            "    return real(file, *a, **k)\n"
+            "builtins.open = io.open = spy\n"
+            "import adntn_lab.widgets\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert 'anywidget' not in sys.modules, 'anywidget imported'\n"
+            "bad = [f for f in opened if f.endswith(('.js', '.css'))]\n"
+            "assert not bad, bad\n"
+            "from adntn_lab.widgets import TopologyDesigner\n"
+            "assert 'torch' not in sys.modules, 'the designer imported torch'\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_widget_modules_are_files_for_hot_reload():
+    from anywidget._file_contents import FileContents
+
+    for cls, name in ((TopologyDesigner, "designer"), (ContractionInspector, "inspector"),
+                      (LiveTrainer, "trainer"), (CompressionExplorer, "explorer")):
+        # anywidget turns a Path into a FileContents it can watch (ANYWIDGET_HMR=1)
+        for key, ext in (("_esm", "js"), ("_css", "css")):
+            value = cls.__dict__[key]
+            assert isinstance(value, FileContents), (cls, key)
+            assert Path(value._path) == static_file(f"{name}.{ext}")
+    d = TopologyDesigner("ttn", 16, 16)
+    assert d._esm == static_file("designer.js").read_text()
+    assert d._common_js == static_file("common.js").read_text()
+    assert d._common_css == static_file("base.css").read_text()
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_es_modules_parse():
-    from adntn_lab.widgets._common import widget_module
-
-    for name in ("designer", "inspector", "trainer", "explorer"):
+    for name in ("common", "designer", "inspector", "trainer", "explorer"):
+        text = static_file(f"{name}.js").read_text()
         res = subprocess.run(["node", "--input-type=module", "--check"],
-                             input=widget_module(name), capture_output=True, text=True)
+                             input=text, capture_output=True, text=True)
         assert res.returncode == 0, f"{name}: {res.stderr}"
-        assert widget_module(name).count("function el(") == 1  # helpers come from common.js
+        if name != "common":  # the helpers live only in common.js
+            assert "function el(" not in text and "loadCommon(model)" in text
+
+
+def test_common_helpers_run_in_node(tmp_path):
+    """common.js's pure helpers, imported as the page imports them (an ES module)."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    script = tmp_path / "check.mjs"
+    script.write_text(
+        f"import * as c from {json.dumps(static_file('common.js').as_uri())};\n"
+        "const names = ['el', 'svg', 'wire', 'errorBanner', 'busySign', 'watchConnection',"
+        " 'setup', 'applyOnEnter', 'ensureStyles'];\n"
+        "for (const n of names) if (typeof c[n] !== 'function') throw new Error(n);\n"
+        "const seen = [];\n"
+        "const model = { on: (n, f) => seen.push(['on', n]), off: (n, f) => seen.push(['off', n]) };\n"
+        "const off = c.wire(model, { 'change:a': () => 0, 'change:b': () => 0 });\n"
+        "off();\n"
+        "console.log(JSON.stringify(seen));\n")
+    res = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [["on", "change:a"], ["on", "change:b"],
+                                      ["off", "change:a"], ["off", "change:b"]]
+
+
+def test_clear_widget_caches_rereads_the_shared_files(monkeypatch, tmp_path):
+    from adntn_lab.widgets import _common, clear_widget_caches
+
+    assert _common.shared_text("common.js") == static_file("common.js").read_text()
+    fake = tmp_path / "common.js"
+    fake.write_text("export const changed = 1;")
+    monkeypatch.setattr(_common, "STATIC", tmp_path)
+    assert "changed" not in _common.shared_text("common.js")  # still the cached text
+    clear_widget_caches()
+    assert _common.shared_text("common.js") == "export const changed = 1;"
+    clear_widget_caches()
+
+
+def test_array_to_png_keeps_the_aspect_ratio():
+    import base64
+    import struct
+
+    def png_size(url):
+        raw = base64.b64decode(url.split(",", 1)[1])
+        return struct.unpack(">II", raw[16:24])  # width, height from the IHDR chunk
+
+    from adntn_lab.widgets._common import array_to_png
+
+    for rows, cols in ((32, 1024), (1024, 64), (100, 100), (300, 700), (12, 20)):
+        w, h = png_size(array_to_png(np.ones((rows, cols)), max_side=256))
+        assert max(w, h) <= 256
+        assert w / h == pytest.approx(cols / rows, rel=0.15), (rows, cols, w, h)
 
 
 # ---------------------------------------------------------------------------- designer

@@ -22,13 +22,12 @@ from ..tensorize import tensorize
 from ..topologies import FAMILIES, PATTERNS
 from ..topologies.custom import FORMAT, from_graph
 from ._common import (
+    STATIC,
     ActionWidget,
     describe_error,
     format_bytes,
     format_count,
     json_safe,
-    widget_module,
-    widget_styles,
 )
 
 __all__ = ["TopologyDesigner"]
@@ -185,8 +184,8 @@ class TopologyDesigner(ActionWidget):
     528
     """
 
-    _esm = widget_module("designer")
-    _css = widget_styles("designer")
+    _esm = STATIC / "designer.js"
+    _css = STATIC / "designer.css"
 
     mode = traitlets.Unicode("preset").tag(sync=True)
     preset = traitlets.Dict().tag(sync=True)

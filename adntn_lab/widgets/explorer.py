@@ -20,7 +20,7 @@ import traitlets
 
 from ..generator import Generator, build
 from ..topologies import FAMILIES
-from ._common import ActionWidget, describe_error, json_safe, widget_module, widget_styles
+from ._common import ActionWidget, describe_error, json_safe, STATIC
 
 __all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
 
@@ -185,8 +185,8 @@ class CompressionExplorer(ActionWidget):
     selected_generator : Generator or None
     """
 
-    _esm = widget_module("explorer")
-    _css = widget_styles("explorer")
+    _esm = STATIC / "explorer.js"
+    _css = STATIC / "explorer.css"
 
     points = traitlets.List().tag(sync=True)
     front = traitlets.List().tag(sync=True)

@@ -23,6 +23,7 @@ from ..engine.cost import cost_report
 from ..engine.program import Program
 from ..generator import Generator
 from ._common import (
+    STATIC,
     ActionWidget,
     array_to_png,
     figure_to_data_url,
@@ -30,8 +31,6 @@ from ._common import (
     format_count,
     json_safe,
     new_figure,
-    widget_module,
-    widget_styles,
 )
 
 __all__ = ["ContractionInspector", "merged_cores", "compare_schedules"]
@@ -280,8 +279,8 @@ class ContractionInspector(ActionWidget):
         Rows of the schedule/optimiser comparison (after ``compare()``).
     """
 
-    _esm = widget_module("inspector")
-    _css = widget_styles("inspector")
+    _esm = STATIC / "inspector.js"
+    _css = STATIC / "inspector.css"
 
     summary = traitlets.Dict().tag(sync=True)
     groups = traitlets.List().tag(sync=True)

@@ -4,6 +4,16 @@
 // (bumped when Python replaces the design: the view is refitted), stats, choices, error.
 // Custom messages: {action: "load_json", source}, {action: "new_custom", ...},
 // {action: "edit_as_custom"}, {action: "reshape", in_features, out_features, n_sites}.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
+
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22", "#17becf"];
@@ -20,8 +30,10 @@ function labeled(label, input, testid) {
   return wrap;
 }
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-designer");
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "designer");
   let view = null;             // {scale, ox, oy}: design units -> pixels
   let seenRev = -1;
   let selected = null;         // {type: "core"|"bond", name|index}
@@ -42,7 +54,6 @@ function render({ model, el: root }) {
   const legend = el("div", { class: "adntn-legend" });
   const inspector = el("div", { class: "adntn-selection" });
   const stats = el("div", { class: "adntn-stats", "data-testid": "designer-stats" });
-  const error = el("div", { class: "adntn-error", "data-testid": "designer-error" });
   const jsonBox = el("textarea", { class: "adntn-json", rows: 6, spellcheck: "false",
     "data-testid": "designer-json", placeholder: "adntn-graph/1 JSON" });
   const jsonRow = el("div", { class: "adntn-row" },
@@ -51,7 +62,7 @@ function render({ model, el: root }) {
       jsonBox.select();
     } }),
     el("button", { text: "Load JSON", "data-testid": "load-json", onclick: () => {
-      model.send({ action: "load_json", source: jsonBox.value });
+      connection.send({ action: "load_json", source: jsonBox.value });
     } }),
   );
   const jsonDetails = el("details", { class: "adntn-json-details" }, el("summary", { text: "JSON (adntn-graph/1)" }), jsonRow, jsonBox);
@@ -59,11 +70,11 @@ function render({ model, el: root }) {
     el("div", { class: "adntn-left" }, controls, inspector),
     el("div", { class: "adntn-center" }, canvas, legend),
     el("div", { class: "adntn-right" }, stats));
-  root.append(tabs, main, error, jsonDetails);
+  root.append(tabs, main, error.node, jsonDetails);
 
   presetTab.addEventListener("click", () => { model.set("mode", "preset"); model.save_changes(); });
   customTab.addEventListener("click", () => {
-    if (model.get("mode") !== "custom") model.send({ action: "edit_as_custom" });
+    if (model.get("mode") !== "custom") connection.send({ action: "edit_as_custom" });
   });
 
   // ------------------------------------------------------------------ helpers
@@ -126,10 +137,10 @@ function render({ model, el: root }) {
   const actInput = el("input", { type: "text", class: "adntn-text", "data-testid": "custom-activation",
     list: "adntn-activations", placeholder: "relu (or one per stage: relu,tanh,identity)" });
   const reshapeBtn = el("button", { text: "Apply shape", "data-testid": "apply-shape", onclick: () => {
-    model.send({ action: "reshape", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
+    connection.send({ action: "reshape", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
   } });
   const newBtn = el("button", { text: "New empty drawing", "data-testid": "new-custom", onclick: () => {
-    model.send({ action: "new_custom", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
+    connection.send({ action: "new_custom", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
   } });
   actInput.addEventListener("change", () => {
     const d = clone(design());
@@ -218,7 +229,7 @@ function render({ model, el: root }) {
       rows.push(labeled("lateral mixers", lat));
     }
     rows.push(el("button", { text: "Edit as custom drawing", "data-testid": "edit-as-custom",
-      onclick: () => model.send({ action: "edit_as_custom" }) }));
+      onclick: () => connection.send({ action: "edit_as_custom" }) }));
     controls.replaceChildren(...rows);
   }
 
@@ -461,8 +472,7 @@ function render({ model, el: root }) {
       row("site dims", siteDims(s.site_dims || []), "stat-sites"),
       el("div", { class: "adntn-stat-note", text: err ? "showing the last valid design" : `updated in ${s.ms ?? "–"} ms` }),
     );
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
+    error.update();
   }
 
   function refresh() {
@@ -476,17 +486,16 @@ function render({ model, el: root }) {
     showStats();
   }
 
-  const handlers = {
+  const unwire = common.wire(model, {
     "change:design": () => { if (!drag) draw(); if (isCustom()) customControls(); },
     "change:design_rev": draw,
     "change:mode": refresh,
     "change:preset": () => { if (!isCustom()) presetControls(); },
     "change:stats": () => { showStats(); draw(); },
     "change:error": showStats,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+  });
   refresh();
-  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  return () => { unwire(); connection.dispose(); };
 }
 
 export default { render };

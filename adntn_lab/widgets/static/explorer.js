@@ -3,6 +3,16 @@
 //
 // Traits read: points, front, selection, settings, status, message, choices, error.
 // Traits written: selected, settings. Messages: {action: "run"}, {action: "stop"}.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
+
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 const COLORS = { ttn: "#1f77b4", attn: "#17becf", mera: "#9467bd", brickwall: "#2ca02c",
   custom: "#8c564b", mpo: "#ff7f0e", lowrank: "#d62728", dense: "#222222" };
@@ -24,20 +34,21 @@ function marker(p, x, y, r) {
   return svg("circle", { cx: x, cy: y, r, fill: color });
 }
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-explorer");
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "explorer");
   const familyBoxes = el("span", { class: "adntn-checks" });
   const baselineBoxes = el("span", { class: "adntn-checks" });
   const dims = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-bond-dims", title: "bond dimensions, e.g. 2,4" });
   const epochs = el("input", { type: "number", min: 1, class: "adntn-num", "data-testid": "explorer-epochs" });
-  const runBtn = el("button", { text: "▶ Run sweep", "data-testid": "explorer-run", onclick: () => model.send({ action: "run" }) });
-  const stopBtn = el("button", { text: "■ Stop", "data-testid": "explorer-stop", onclick: () => model.send({ action: "stop" }) });
+  const runBtn = el("button", { text: "▶ Run sweep", "data-testid": "explorer-run", onclick: () => connection.send({ action: "run" }) });
+  const stopBtn = el("button", { text: "■ Stop", "data-testid": "explorer-stop", onclick: () => connection.send({ action: "stop" }) });
   const status = el("span", { class: "adntn-message", "data-testid": "explorer-status" });
   const plot = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, class: "adntn-scatter", "data-testid": "explorer-plot" });
   const legend = el("div", { class: "adntn-legend" });
   const detail = el("div", { class: "adntn-detail", "data-testid": "explorer-selection" });
   const table = el("table", { class: "adntn-table", "data-testid": "explorer-table" });
-  const error = el("div", { class: "adntn-error", "data-testid": "explorer-error" });
 
   root.append(
     el("div", { class: "adntn-row" },
@@ -48,7 +59,7 @@ function render({ model, el: root }) {
       el("label", { class: "adntn-inline" }, "epochs ", epochs), runBtn, stopBtn, status),
     el("div", { class: "adntn-cols" }, el("div", {}, plot, legend), detail),
     el("details", { class: "adntn-points" }, el("summary", { text: "all points" }), table),
-    error,
+    error.node,
   );
 
   const updateSettings = (patch) => {
@@ -85,9 +96,7 @@ function render({ model, el: root }) {
     status.textContent = `${st}${model.get("message") ? " — " + model.get("message") : ""}`;
     runBtn.disabled = st === "running" || st === "stopping";
     stopBtn.disabled = !(st === "running");
-    const err = model.get("error");
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
+    error.update();
   }
 
   function showPlot() {
@@ -187,16 +196,15 @@ function render({ model, el: root }) {
     );
   }
 
-  const handlers = {
+  const unwire = common.wire(model, {
     "change:settings": showSettings, "change:choices": showSettings,
     "change:status": showStatus, "change:message": showStatus, "change:error": showStatus,
     "change:points": showPlot, "change:front": showPlot,
     "change:selected": () => { showPlot(); },
     "change:selection": showSelection,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+  });
   showSettings(); showStatus(); showPlot(); showSelection();
-  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  return () => { unwire(); connection.dispose(); };
 }
 
 export default { render };
