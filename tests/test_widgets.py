@@ -138,7 +138,8 @@ def test_common_helpers_run_in_node(tmp_path):
         " 'setup', 'applyOnEnter', 'ensureStyles'];\n"
         "for (const n of names) if (typeof c[n] !== 'function') throw new Error(n);\n"
         "const seen = [];\n"
-        "const model = { on: (n, f) => seen.push(['on', n]), off: (n, f) => seen.push(['off', n]) };\n"
+        "const model = { on: (n, f) => seen.push(['on', n]),\n"
+        "                off: (n, f) => seen.push(['off', n]) };\n"
         "const off = c.wire(model, { 'change:a': () => 0, 'change:b': () => 0 });\n"
         "off();\n"
         "console.log(JSON.stringify(seen));\n")
@@ -209,15 +210,15 @@ def test_designer_presets_match_build(preset, kwargs):
     assert {c["name"] for c in d.design["cores"]} == set(ref.cores)
 
 
-def test_designer_preset_refresh_is_fast_after_the_first_plan():
+def test_designer_preset_refresh_reuses_the_plan():
     d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4)
     browser_sets(d, preset={**d.preset, "bond_dim": 5})  # plans the new structure
     browser_sets(d, preset={**d.preset, "bond_dim": 4})
-    t0 = time.perf_counter()
-    browser_sets(d, preset={**d.preset, "bond_dim": 5})
-    elapsed = time.perf_counter() - t0
+    before = al.plan_cache_info()
+    browser_sets(d, preset={**d.preset, "bond_dim": 5})  # estimate and build: no new plan
+    after = al.plan_cache_info()
     assert d.stats["num_params"] == al.build("ttn", 1024, 1024, bond_dim=5).num_params
-    assert elapsed < 0.5, f"preset refresh took {elapsed:.3f} s"
+    assert after["misses"] == before["misses"] and after["hits"] > before["hits"]
 
 
 def _drawing_session():
@@ -351,6 +352,87 @@ def test_designer_constructor_rejects_bad_arguments():
         TopologyDesigner("ttn", 16, 16, colour="red")
     with pytest.raises(ValueError, match="unknown family"):
         TopologyDesigner("hypercube", 16, 16)
+
+
+@pytest.mark.parametrize("family, kwargs", [
+    ("ttn", {"bond_dim": 5}), ("attn", {"bond_dim": 3, "n_sites": 4}),
+    ("mera", {"bond_dim": 3}), ("brickwall", {"depth": 2}), ("mpo", {"bond_dim": 6}),
+    ("lowrank", {"rank": 7}),
+])
+def test_estimates_match_the_built_generator(family, kwargs):
+    from adntn_lab.widgets._limits import estimate_preset
+
+    est = estimate_preset(family, 256, 128, **kwargs)
+    gen = al.build(family, 256, 128, **kwargs)
+    assert est.params == gen.num_params
+    assert est.w_bytes == 128 * 256 * 8
+    peak = gen.cost(dtype="float64").peak_bytes
+    assert est.peak_bytes >= peak  # never below what generating W holds
+
+
+def test_an_oversized_preset_is_refused_in_place_without_allocating():
+    import tracemalloc
+
+    from adntn_lab.widgets._limits import check, estimate_preset
+
+    d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4)
+    gen, stats, design = d.generator, dict(d.stats), copy.deepcopy(d.design)
+    tracemalloc.start()
+    try:
+        browser_sets(d, preset={**d.preset, "bond_dim": 1000})  # "1e3" typed in the field
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"the refused design allocated {peak / 2**20:.0f} MiB"
+    assert "too large to build" in d.error and "limit is 2 GiB" in d.error
+    assert d.generator is gen and d.stats == stats and d.design == design
+    assert d.busy == ""
+    # the suggested smaller setting fits, and the widget builds it
+    hint = re.search(r"Try bond_dim=(\d+) fits", d.error)
+    assert hint, d.error
+    smaller = int(hint.group(1))
+    check(estimate_preset("ttn", 1024, 1024, bond_dim=smaller))
+    assert smaller < 1000
+    browser_sets(d, preset={**d.preset, "bond_dim": 6})
+    assert d.error == "" and d.generator.num_params == al.build("ttn", 1024, 1024,
+                                                                 bond_dim=6).num_params
+
+
+def test_a_large_mera_is_refused_and_the_limit_is_configurable():
+    d = TopologyDesigner("mera", 256, 256, bond_dim=2)
+    gen = d.generator
+    browser_sets(d, preset={**d.preset, "in_features": 4096, "out_features": 4096,
+                            "bond_dim": 64})
+    assert "mera 4096x4096, bond_dim=64 is too large" in d.error
+    assert "68.7 M parameters" in d.error
+    assert d.generator is gen and d.stats["shape"] == [256, 256]
+    small = TopologyDesigner("ttn", 64, 64, bond_dim=2, memory_limit=100 * 2**10)
+    browser_sets(small, preset={**small.preset, "bond_dim": 16})
+    assert "limit is 100 KiB" in small.error and small.stats["num_params"] == \
+        al.build("ttn", 64, 64, bond_dim=2).num_params
+    with pytest.raises(ValueError, match="memory_limit must be"):
+        TopologyDesigner("ttn", 64, 64, memory_limit=-1)
+
+
+def test_a_huge_drawn_bond_is_refused_and_an_expanding_design_says_so():
+    d = TopologyDesigner("ttn", 64, 64)
+    browser_sets(d, mode="custom")
+    two = {"format": "adntn-graph/1", "in_features": 64, "out_features": 64,
+           "out_modes": [8, 8], "in_modes": [8, 8],
+           "cores": [{"name": "a", "stage": 0, "sites": [0], "x": 0, "y": 0},
+                     {"name": "b", "stage": 0, "sites": [1], "x": 1, "y": 0}],
+           "bonds": [{"u": "a", "v": "b", "dim": 3000}]}
+    browser_sets(d, design=two)
+    assert d.error == ""  # 384,000 parameters: small in memory, but larger than dense
+    assert d.stats["num_params"] == 2 * 64 * 3000
+    assert d.stats["text"]["compression"] == "0.011× (more parameters than the dense W)"
+    good = d.generator
+    huge = copy.deepcopy(two)
+    huge["cores"].append({"name": "c", "stage": 0, "x": 2, "y": 0})
+    huge["bonds"] += [{"u": "b", "v": "c", "dim": 3000}, {"u": "c", "v": "a", "dim": 3000}]
+    browser_sets(d, design=huge)
+    assert "too large to build" in d.error and "bond a-b=" in d.error
+    assert d.generator is good
 
 
 # ---------------------------------------------------------------------------- inspector
@@ -542,6 +624,27 @@ def test_a_failing_run_is_shown_in_the_widget(digits):
     assert tr.wait(30.0)
     assert tr.status == "error" and "loss became nan" in tr.error
     assert tr.state.step < 2 * 23
+
+
+def test_a_second_trainer_of_the_same_model_stops_the_first(digits):
+    model = _model(digits)
+    first = LiveTrainer(model, digits, epochs=500, update_interval=0.05)
+    browser_clicks(first, "start")
+    _wait_for(lambda: first.state.step >= 2)
+    second = LiveTrainer(model, digits, epochs=1, update_interval=0.05)  # the cell, re-run
+    assert not first.running and first.status == "replaced"
+    assert "newer LiveTrainer" in first.message
+    stopped_at = first.state.step
+    browser_clicks(first, "resume")
+    assert "took over" in first.error and not first.running
+    browser_clicks(first, "start")
+    assert not first.running and first.state.step == stopped_at
+    browser_clicks(second, "start")
+    assert second.wait(60.0) and second.status == "finished", second.error
+    assert second.history.epoch == [1]
+    # a trainer of another model is left alone
+    other = LiveTrainer(_model(digits, seed=1), digits, epochs=1)
+    assert second.status == "finished" and other.status == "idle"
 
 
 # ---------------------------------------------------------------------------- explorer

@@ -43,6 +43,7 @@ __all__ = [
     "array_to_png",
     "format_bytes",
     "format_count",
+    "format_ratio",
     "json_safe",
     "new_figure",
 ]
@@ -264,10 +265,22 @@ def format_bytes(n: float) -> str:
     """``1536 -> '1.5 KiB'``."""
     if n is None:
         return "–"
-    for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for div, suffix in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"),
+                        (2**10, "KiB")):
         if n >= div:
             return f"{n / div:.3g} {suffix}"
     return f"{int(n)} B"
+
+
+def format_ratio(ratio: float) -> str:
+    """Compression ratio for display: ``52.3×``, ``1.8×``, ``0.011× (larger than dense)``."""
+    if ratio is None or not math.isfinite(ratio):
+        return "–"
+    if ratio >= 10:
+        return f"{ratio:,.1f}×"
+    if ratio >= 1:
+        return f"{ratio:.2f}×"
+    return f"{ratio:.2g}× (more parameters than the dense W)"
 
 
 def json_safe(obj):

@@ -5,6 +5,11 @@ The drawing is synced as the ``design`` trait, a dict in the ``adntn-graph/1`` f
 widget fills ``design`` from the chosen family; in custom mode the browser edits it (add, move,
 connect, assign stages and sites) and Python validates every edit. An invalid design leaves
 ``generator`` at the last valid one and shows the validation message in ``error``.
+
+Before anything is built, the design's parameters and peak memory are estimated from its
+shapes (:mod:`adntn_lab.widgets._limits`); a design over ``memory_limit`` is refused the same
+way, with what it would need and a smaller setting that fits, so a typo cannot fill the
+machine's memory.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from ._common import (
     describe_error,
     format_bytes,
     format_count,
+    format_ratio,
     json_safe,
 )
+from ._limits import DEFAULT_LIMIT, check, estimate_graph, estimate_preset
 
 __all__ = ["TopologyDesigner"]
 
@@ -159,6 +166,10 @@ class TopologyDesigner(ActionWidget):
     design : dict, str, path or Generator, optional
         Start in custom mode with this ``adntn-graph/1`` design (JSON text, a file, a dict or a
         generator to copy).
+    memory_limit : int, optional
+        Bytes a design may need at its peak (parameters, ``W`` and the intermediates of
+        generating it, float64); larger designs are refused before anything is allocated.
+        2 GiB by default.
     **preset
         Preset options: ``bond_dim``, ``n_sites``, ``depth``, ``pattern``, ``activation``
         (a name, or names separated by commas, one per stage), ``lateral``, ``seed``.
@@ -202,8 +213,14 @@ class TopologyDesigner(ActionWidget):
     }
 
     def __init__(self, family: str = "ttn", in_features: int = 256, out_features: int = 256,
-                 *, design=None, **preset):
+                 *, design=None, memory_limit: int | None = None, **preset):
         super().__init__()
+        if memory_limit is not None and (isinstance(memory_limit, bool)
+                                         or not isinstance(memory_limit, int)
+                                         or memory_limit <= 0):
+            raise ValueError(f"memory_limit must be a positive number of bytes, got "
+                             f"{memory_limit!r}")
+        self.memory_limit = DEFAULT_LIMIT if memory_limit is None else memory_limit
         unknown = set(preset) - set(_PRESET_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown preset option(s) {sorted(unknown)}; known: "
@@ -298,9 +315,10 @@ class TopologyDesigner(ActionWidget):
     def _on_preset(self, change):
         if self._internal:
             return
-        with self._guard("preset"):
+        with self._guard("preset"), self._busy("building the preset…"):
             t0 = time.perf_counter()
             family, in_f, out_f, kw = preset_kwargs(change["new"])
+            check(estimate_preset(family, in_f, out_f, **kw), self.memory_limit)
             gen = build(family, in_f, out_f, calibrate=False, **kw)
             spec = gen.to_dict()
             self._commit(gen, spec, mode="preset", t0=t0)
@@ -334,20 +352,21 @@ class TopologyDesigner(ActionWidget):
             return
         t0 = time.perf_counter()
         try:
-            gen = self._build_custom(spec)
+            with self._busy("checking the drawing…"):
+                gen = self._build_custom(spec)
         except Exception as exc:  # shown in the widget; the last valid generator stays
             self._bad_key = key
             self.error = describe_error("design", exc)
             return
         self._commit(gen, None, mode="custom", t0=t0, key=key)
 
-    @staticmethod
-    def _build_custom(spec) -> Generator:
+    def _build_custom(self, spec) -> Generator:
         if not isinstance(spec, dict):
             raise TypeError(f"a design is a dict in the {FORMAT} format, got "
                             f"{type(spec).__name__}")
         if not spec.get("cores"):
             raise ValueError("the drawing has no cores: click on the canvas to add one")
+        check(estimate_graph(spec), self.memory_limit)
         return from_graph(spec, activation=design_activation(spec), calibrate=False)
 
     def _commit(self, gen: Generator, spec: dict | None, *, mode: str, t0=None,
@@ -421,7 +440,7 @@ def _stats(gen: Generator, report, elapsed_ms: float) -> dict:
         "activations": [a.name for a in gen.activations],
         "text": {
             "params": f"{gen.num_params:,}",
-            "compression": f"{gen.compression_ratio:,.1f}×",
+            "compression": format_ratio(gen.compression_ratio),
             "flops": format_count(report.total_flops, "FLOP"),
             "peak": format_bytes(report.peak_bytes),
         },

@@ -20,7 +20,7 @@ import traitlets
 
 from ..generator import Generator, build
 from ..topologies import FAMILIES
-from ._common import ActionWidget, describe_error, json_safe, STATIC
+from ._common import STATIC, ActionWidget, describe_error, json_safe
 
 __all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
 

@@ -26,10 +26,10 @@ from ..train.loop import OPTIMIZERS, TrainState, fit
 from ._common import (
     STATIC,
     ActionWidget,
-    register_cache,
     array_to_png,
     describe_error,
     json_safe,
+    register_cache,
 )
 
 __all__ = ["LiveTrainer", "compression_info"]

@@ -54,6 +54,7 @@ async function render({ model, el: root }) {
   const legend = el("div", { class: "adntn-legend" });
   const inspector = el("div", { class: "adntn-selection" });
   const stats = el("div", { class: "adntn-stats", "data-testid": "designer-stats" });
+  const busy = common.busySign(model, "designer-busy");
   const jsonBox = el("textarea", { class: "adntn-json", rows: 6, spellcheck: "false",
     "data-testid": "designer-json", placeholder: "adntn-graph/1 JSON" });
   const jsonRow = el("div", { class: "adntn-row" },
@@ -69,7 +70,7 @@ async function render({ model, el: root }) {
   const main = el("div", { class: "adntn-main" },
     el("div", { class: "adntn-left" }, controls, inspector),
     el("div", { class: "adntn-center" }, canvas, legend),
-    el("div", { class: "adntn-right" }, stats));
+    el("div", { class: "adntn-right" }, busy.node, stats));
   root.append(tabs, main, error.node, jsonDetails);
 
   presetTab.addEventListener("click", () => { model.set("mode", "preset"); model.save_changes(); });
@@ -493,6 +494,7 @@ async function render({ model, el: root }) {
     "change:preset": () => { if (!isCustom()) presetControls(); },
     "change:stats": () => { showStats(); draw(); },
     "change:error": showStats,
+    "change:busy": busy.update,
   });
   refresh();
   return () => { unwire(); connection.dispose(); };
