@@ -359,23 +359,23 @@ def test_designer_constructor_rejects_bad_arguments():
     ("mera", {"bond_dim": 3}), ("brickwall", {"depth": 2}), ("mpo", {"bond_dim": 6}),
     ("lowrank", {"rank": 7}),
 ])
-def test_estimates_match_the_built_generator(family, kwargs):
-    from adntn_lab.widgets._limits import estimate_preset
+def test_the_plan_peak_is_the_cost_report_of_the_built_generator(family, kwargs):
+    from adntn_lab.families import get_family
+    from adntn_lab.widgets._limits import plan_peak
 
-    est = estimate_preset(family, 256, 128, **kwargs)
+    fam = get_family(family)
+    opts = fam.resolve_options({k: v for k, v in kwargs.items() if k != "n_sites"})
+    tz = fam.tensorize(128, 256, n_sites=kwargs.get("n_sites"), options=opts)
     gen = al.build(family, 256, 128, **kwargs)
-    assert est.params == gen.num_params
-    assert est.w_bytes == 128 * 256 * 8
-    peak = gen.cost(dtype="float64").peak_bytes
-    assert est.peak_bytes >= peak  # never below what generating W holds
+    assert plan_peak(fam.blueprint(tz, opts)) == gen.cost(dtype="float64").peak_bytes
 
 
 def test_an_oversized_preset_is_refused_in_place_without_allocating():
     import tracemalloc
 
-    from adntn_lab.widgets._limits import check, estimate_preset
+    from adntn_lab.widgets._limits import check_preset
 
-    d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4)
+    d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4, memory_budget="2GiB")
     gen, stats, design = d.generator, dict(d.stats), copy.deepcopy(d.design)
     tracemalloc.start()
     try:
@@ -384,38 +384,41 @@ def test_an_oversized_preset_is_refused_in_place_without_allocating():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 2**20, f"the refused design allocated {peak / 2**20:.0f} MiB"
-    assert "too large to build" in d.error and "limit is 2 GiB" in d.error
+    assert "ttn 1024x1024 with bond_dim=1000 needs about" in d.error
+    assert "memory budget of 2 GiB" in d.error
     assert d.generator is gen and d.stats == stats and d.design == design
     assert d.busy == ""
-    # the suggested smaller setting fits, and the widget builds it
-    hint = re.search(r"Try bond_dim=(\d+) fits", d.error)
+    # the suggested smaller setting fits
+    hint = re.search(r"; bond_dim=(\d+) would fit", d.error)
     assert hint, d.error
     smaller = int(hint.group(1))
-    check(estimate_preset("ttn", 1024, 1024, bond_dim=smaller))
     assert smaller < 1000
+    assert check_preset("ttn", 1024, 1024, bond_dim=smaller, budget="2GiB") <= 2 * 2**30
     browser_sets(d, preset={**d.preset, "bond_dim": 6})
     assert d.error == "" and d.generator.num_params == al.build("ttn", 1024, 1024,
                                                                  bond_dim=6).num_params
 
 
 def test_a_large_mera_is_refused_and_the_limit_is_configurable():
-    d = TopologyDesigner("mera", 256, 256, bond_dim=2)
+    d = TopologyDesigner("mera", 256, 256, bond_dim=2, memory_budget="2GiB")
     gen = d.generator
     browser_sets(d, preset={**d.preset, "in_features": 4096, "out_features": 4096,
                             "bond_dim": 64})
-    assert "mera 4096x4096, bond_dim=64 is too large" in d.error
-    assert "68.7 M parameters" in d.error
+    # its cores fit (68.7 M parameters), but generating W would not
+    assert "mera 4096x4096 with bond_dim=64 needs about 4 PiB at its peak" in d.error
     assert d.generator is gen and d.stats["shape"] == [256, 256]
-    small = TopologyDesigner("ttn", 64, 64, bond_dim=2, memory_limit=100 * 2**10)
-    browser_sets(small, preset={**small.preset, "bond_dim": 16})
-    assert "limit is 100 KiB" in small.error and small.stats["num_params"] == \
+    small = TopologyDesigner("ttn", 64, 64, bond_dim=2, memory_budget=200 * 2**10)
+    browser_sets(small, preset={**small.preset, "bond_dim": 64})
+    assert "memory budget of 200 KiB" in small.error and small.stats["num_params"] == \
         al.build("ttn", 64, 64, bond_dim=2).num_params
-    with pytest.raises(ValueError, match="memory_limit must be"):
-        TopologyDesigner("ttn", 64, 64, memory_limit=-1)
+    with pytest.raises(ValueError, match="memory_budget must be"):
+        TopologyDesigner("ttn", 64, 64, memory_budget=-1)
+    with pytest.raises(ValueError, match="cannot read the memory size"):
+        TopologyDesigner("ttn", 64, 64, memory_budget="lots")
 
 
 def test_a_huge_drawn_bond_is_refused_and_an_expanding_design_says_so():
-    d = TopologyDesigner("ttn", 64, 64)
+    d = TopologyDesigner("ttn", 64, 64, memory_budget="2GiB")
     browser_sets(d, mode="custom")
     two = {"format": "adntn-graph/1", "in_features": 64, "out_features": 64,
            "out_modes": [8, 8], "in_modes": [8, 8],
@@ -431,7 +434,8 @@ def test_a_huge_drawn_bond_is_refused_and_an_expanding_design_says_so():
     huge["cores"].append({"name": "c", "stage": 0, "x": 2, "y": 0})
     huge["bonds"] += [{"u": "b", "v": "c", "dim": 3000}, {"u": "c", "v": "a", "dim": 3000}]
     browser_sets(d, design=huge)
-    assert "too large to build" in d.error and "bond a-b=" in d.error
+    assert "the drawing (64x64, 3 cores) needs about" in d.error
+    assert "bond dimensions of at most" in d.error
     assert d.generator is good
 
 

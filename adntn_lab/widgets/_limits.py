@@ -1,86 +1,43 @@
-"""Is a design small enough to build? Parameters, W and peak memory from shapes alone.
+"""Is a design small enough to build and to generate ``W`` from? Checked from shapes alone.
 
 The widgets ask before they build anything, so that a typo (``1e3`` as a bond dimension) is
-refused in place instead of allocating gigabytes. :mod:`adntn_lab.resources` answers this
-for the whole package when it is present (``estimate`` and ``check``, ``ResourceLimitError``);
-until then this module answers it the same way from the structure (a :class:`Blueprint` and
-its contraction plan, no arrays), and the designer uses only :func:`estimate_preset`,
-:func:`estimate_graph` and :func:`check`.
+refused in place instead of filling the machine's memory. Two checks, both against the
+memory budget of :mod:`adntn_lab.resources` (half the available memory unless set):
+
+1. the package's own estimate (:func:`adntn_lab.resources.estimate_from`: cores and a few
+   copies of ``W``), which :func:`adntn_lab.build` also applies;
+2. the peak of generating ``W`` once from the contraction plan (the largest pairwise
+   intermediates, which for a wide MERA are far larger than ``W``): the designer shows this
+   peak and calibrates by generating ``W``, so it refuses what could not be generated.
+
+Both raise :class:`~adntn_lab.resources.ResourceLimitError` naming the need, the budget and a
+smaller setting of the family's knob that fits.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from ._common import format_bytes, format_count
+from .. import resources
+from ..resources import ResourceLimitError, format_size
 
-__all__ = ["DEFAULT_LIMIT", "Estimate", "ResourceLimitError", "check", "estimate_graph",
-           "estimate_preset"]
+__all__ = ["ResourceLimitError", "check_graph", "check_preset", "plan_peak"]
 
-try:  # the package-wide guard, once it exists
-    from ..resources import ResourceLimitError  # type: ignore[attr-defined]
-    from ..resources import check as _package_check  # type: ignore[attr-defined]
-    from ..resources import estimate as _package_estimate  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the package version
-    _package_check = _package_estimate = None
-
-    class ResourceLimitError(ValueError):
-        """A design needs more memory than allowed; ``estimate``, ``limit``, ``suggestion``."""
-
-        def __init__(self, message, estimate=None, limit=None, suggestion=None):
-            super().__init__(message)
-            self.estimate, self.limit, self.suggestion = estimate, limit, suggestion
-
-DEFAULT_LIMIT = 2 * 2**30  # bytes a design may need at its peak (float64 parameters, W)
-_ITEMSIZE = 8              # the generator's parameters and W are float64 in numpy
+_ITEMSIZE = 8  # numpy generation runs in float64
 
 
-@dataclass
-class Estimate:
-    """What building a design and generating its ``W`` once would take.
+def plan_peak(bp) -> int:
+    """Bytes held at the peak of generating ``W`` of blueprint ``bp`` (float64), from its plan.
 
-    Attributes
-    ----------
-    params : int
-        Trainable scalars.
-    w_bytes : int
-        Bytes of the dense ``W`` (float64).
-    peak_bytes : int
-        Largest memory held at once while generating ``W`` (parameters, intermediates).
-    what : str
-        The design, for messages (``"ttn 1024x1024, bond_dim=1000"``).
+    No parameter array is allocated.
     """
-
-    params: int
-    w_bytes: int
-    peak_bytes: int
-    what: str = ""
-    dense: int = 0
-    knob: str | None = None
-    value: int | None = None
-    retry: object = field(default=None, repr=False)  # knob value -> Estimate (smaller design)
-
-
-def _from_blueprint(bp, what: str) -> Estimate:
-    """Parameters and peak memory of a blueprint, from its contraction plan (no arrays)."""
     from ..engine.cost import cost_report
 
-    tz = bp.tensorization
-    o, i = tz.out_features, tz.in_features
-    params = sum(math.prod(c.shape) for c in bp.cores if not c.constant)
-    est = Estimate(params=int(params), w_bytes=o * i * _ITEMSIZE, peak_bytes=0, what=what,
-                   dense=o * i)
-    if params * _ITEMSIZE > DEFAULT_LIMIT * 64:  # hopeless: no need to plan the contraction
-        est.peak_bytes = params * _ITEMSIZE
-        return est
-    report = cost_report(_ShapeOnly(bp), dtype="float64")
-    est.peak_bytes = int(max(report.peak_bytes, est.w_bytes + params * _ITEMSIZE))
-    return est
+    return int(cost_report(_shape_only(bp), dtype="float64").peak_bytes)
 
 
-def _ShapeOnly(bp):
-    """A Generator of ``bp`` with its plan but no parameter arrays (cost reports only)."""
+def _shape_only(bp):
+    """A Generator of ``bp`` with its plan and no parameter arrays (for cost reports)."""
     from ..generator import Generator
 
     class ShapeOnlyGenerator(Generator):
@@ -88,94 +45,101 @@ def _ShapeOnly(bp):
             return {}
 
     acts = "identity" if bp.num_stages == 1 else ["identity"] * bp.num_stages
-    return ShapeOnlyGenerator(bp, acts, calibrate=False)
+    # nothing is allocated, so the Generator's own budget check does not apply
+    return ShapeOnlyGenerator(bp, acts, calibrate=False, memory_budget="none")
 
 
-def estimate_preset(family: str, in_features: int, out_features: int, **kw) -> Estimate:
-    """Estimate a family preset (``build`` arguments) without building it."""
-    if _package_estimate is not None:  # pragma: no cover - depends on the package version
-        return _package_estimate(family, in_features, out_features, **kw)
-    from .. import topologies as topo
-    from ..generator import _tensorization
-
-    kw = dict(kw)
-    kw.pop("seed", None)
-    kw.pop("activation", None)
-    tz = _tensorization(family, out_features, in_features, kw.get("n_sites"), None, None)
-    if family in ("ttn", "attn", "mera"):
-        knob = "bond_dim"
-        make = lambda v: getattr(topo, f"build_{family}")(  # noqa: E731
-            tz, bond_dim=v, lateral=bool(kw.get("lateral", False)))
-    elif family == "brickwall":
-        knob = "depth"
-        make = lambda v: topo.build_brickwall(  # noqa: E731
-            tz, depth=v, pattern=kw.get("pattern", "staircase"))
-    elif family == "mpo":
-        knob = "bond_dim"
-        make = lambda v: topo.build_mpo(tz, bond_dim=v)  # noqa: E731
-    else:
-        knob = "rank"
-        make = lambda v: topo.build_lowrank(tz, rank=v)  # noqa: E731
-    value = int(kw.get(knob, 3 if knob == "depth" else 4))
-
-    def at(v):
-        e = _from_blueprint(make(v), f"{family} {out_features}x{in_features}, {knob}={v}")
-        e.knob, e.value, e.retry = knob, v, at
-        return e
-
-    return at(value)
+def _fits(bp, params, budget, what) -> tuple[bool, int | None, str | None]:
+    """(fits, peak bytes, None) or, when the package's estimate refuses it, (False, None,
+    that estimate)."""
+    limit = resources.memory_budget(budget)
+    est = resources.estimate_from(params, bp.tensorization)
+    try:
+        resources.check(est, budget=budget, what=what)
+    except ResourceLimitError:  # the package's own estimate refused it
+        return False, None, est
+    peak = plan_peak(bp)
+    return limit is None or peak <= limit, peak, None
 
 
-def estimate_graph(spec: dict) -> Estimate:
-    """Estimate a drawn ``adntn-graph/1`` design (validated, not built)."""
-    from ..topologies.custom import graph_to_blueprint
-
-    bp = graph_to_blueprint(spec)
-    bonds = spec.get("bonds") or []
-    big = max(bonds, key=lambda b: b.get("dim") or 0, default=None)
-    what = (f"custom {bp.tensorization.out_features}x{bp.tensorization.in_features}, "
-            f"{len(bp.cores)} cores")
-    est = _from_blueprint(bp, what)
-    if big is not None:
-        est.knob, est.value = f"bond {big['u']}-{big['v']}", int(big["dim"])
-
-        def at(v):
-            smaller = dict(spec, bonds=[dict(b, dim=min(int(b["dim"]), v)) for b in bonds])
-            e = _from_blueprint(graph_to_blueprint(smaller), what)
-            e.knob, e.value, e.retry = est.knob, v, at
-            return e
-
-        est.retry = at
-    return est
-
-
-def _suggest(est: Estimate, limit: int) -> str | None:
-    """The largest value of the design's knob (halving from its current one) that fits."""
-    if est.retry is None or not est.value or est.value <= 1:
-        return None
-    v = est.value
+def _smaller(value: int, fits) -> int | None:
+    """The first of value/2, value/4, ... (then value-1, ...) for which ``fits(v)``."""
+    v = value
     while v > 1:
         v = v // 2 if v > 8 else v - 1
-        smaller = est.retry(v)
-        if smaller.peak_bytes <= limit:
-            return f"{est.knob}={v} fits ({format_bytes(smaller.peak_bytes)} at its peak)"
+        if fits(v):
+            return v
     return None
 
 
-def check(est: Estimate, limit: int | None = None) -> Estimate:
-    """Raise :class:`ResourceLimitError` when ``est`` needs more than ``limit`` bytes.
+def _refuse(what: str, peak, refusal, budget, hint: str | None):
+    if refusal is not None:  # the package's message, with the smaller setting
+        resources.check(refusal, budget=budget, what=what, suggestion=hint)
+    limit = resources.memory_budget(budget)
+    msg = (f"{what} needs about {format_size(peak)} at its peak while generating W, over the "
+           f"memory budget of {format_size(limit)}")
+    msg += f"; {hint} would fit" if hint else "; choose a smaller design"
+    msg += (". Raise the budget with memory_budget=... if the machine really has the "
+            "memory")
+    raise ResourceLimitError(msg)
 
-    The message says what the design needs, what is allowed and a smaller setting that fits.
+
+def check_preset(family: str, in_features: int, out_features: int, *, budget=None,
+                 **kwargs) -> int:
+    """Refuse a family preset (``build`` arguments) that would not fit; return its peak.
+
+    Raises
+    ------
+    ResourceLimitError
+        With the need, the budget and a smaller value of the family's knob that fits.
     """
-    if _package_check is not None and not isinstance(est, Estimate):  # pragma: no cover
-        _package_check(est, limit=limit)
-        return est
-    limit = DEFAULT_LIMIT if limit is None else int(limit)
-    if est.peak_bytes <= limit:
-        return est
-    hint = _suggest(est, limit)
-    message = (f"{est.what} is too large to build here: {format_count(est.params)} parameters,"
-               f" W {format_bytes(est.w_bytes)}, peak {format_bytes(est.peak_bytes)} while "
-               f"generating W; the limit is {format_bytes(limit)}. "
-               + (f"Try {hint}." if hint else "Choose a smaller design."))
-    raise ResourceLimitError(message, est, limit, hint)
+    from ..families import get_family
+
+    fam = get_family(family)
+    opts = {k: v for k, v in kwargs.items() if k not in ("seed", "activation", "n_sites")}
+    opts = fam.resolve_options(opts)
+    tz = fam.tensorize(out_features, in_features, n_sites=kwargs.get("n_sites"),
+                       options=opts)
+    knob = fam.knob
+    what = f"{fam.name} {out_features}x{in_features} with {knob}={opts.get(knob)}"
+
+    def attempt(o):
+        return _fits(fam.blueprint(tz, o), fam.num_params(tz, o), budget, what)
+
+    ok, peak, refusal = attempt(opts)
+    if ok:
+        return peak
+    value = opts.get(knob)
+    smaller = (_smaller(value, lambda v: attempt({**opts, knob: v})[0])
+               if isinstance(value, int) else None)
+    _refuse(what, peak, refusal, budget, None if smaller is None else f"{knob}={smaller}")
+
+
+def check_graph(spec: dict, *, budget=None) -> int:
+    """Refuse a drawn ``adntn-graph/1`` design that would not fit; return its peak.
+
+    The suggestion caps the largest bonds at a dimension that fits.
+    """
+    from ..topologies.custom import graph_to_blueprint
+
+    bp = graph_to_blueprint(spec)
+    tz = bp.tensorization
+    what = f"the drawing ({tz.out_features}x{tz.in_features}, {len(bp.cores)} cores)"
+
+    def attempt(b):
+        params = sum(math.prod(c.shape) for c in b.cores if not c.constant)
+        return _fits(b, params, budget, what)
+
+    ok, peak, refusal = attempt(bp)
+    if ok:
+        return peak
+    bonds = spec.get("bonds") or []
+    big = max((int(b.get("dim") or 0) for b in bonds), default=0)
+
+    def fits(v):
+        capped = dict(spec, bonds=[dict(b, dim=min(int(b["dim"]), v)) for b in bonds])
+        return attempt(graph_to_blueprint(capped))[0]
+
+    smaller = _smaller(big, fits) if big > 1 else None
+    _refuse(what, peak, refusal, budget,
+            None if smaller is None else f"bond dimensions of at most {smaller}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import traitlets
 
 from ..activations import ACTIVATIONS
+from ..families import all_families
 from ..generator import Generator, build
 from ..tensorize import tensorize
 from ..topologies import FAMILIES, PATTERNS
@@ -35,19 +36,12 @@ from ._common import (
     format_ratio,
     json_safe,
 )
-from ._limits import DEFAULT_LIMIT, check, estimate_graph, estimate_preset
+from ._limits import check_graph, check_preset
 
 __all__ = ["TopologyDesigner"]
 
-# which preset fields each family uses (the front end shows only these)
-FAMILY_FIELDS = {
-    "ttn": ["bond_dim", "n_sites", "activation", "lateral"],
-    "attn": ["bond_dim", "n_sites", "activation", "lateral"],
-    "mera": ["bond_dim", "n_sites", "activation", "lateral"],
-    "brickwall": ["depth", "pattern", "activation"],
-    "mpo": ["bond_dim", "n_sites"],
-    "lowrank": ["bond_dim"],
-}
+# which preset fields each family uses (the front end shows only these), from the registry
+FAMILY_FIELDS = {f.name: list(f.designer_fields) for f in all_families()}
 _PRESET_DEFAULTS = {
     "family": "ttn",
     "in_features": 256,
@@ -166,10 +160,11 @@ class TopologyDesigner(ActionWidget):
     design : dict, str, path or Generator, optional
         Start in custom mode with this ``adntn-graph/1`` design (JSON text, a file, a dict or a
         generator to copy).
-    memory_limit : int, optional
-        Bytes a design may need at its peak (parameters, ``W`` and the intermediates of
-        generating it, float64); larger designs are refused before anything is allocated.
-        2 GiB by default.
+    memory_budget : int or str, optional
+        Bytes (or ``"2GiB"``) a design may need at its peak (cores, ``W`` and the
+        intermediates of generating it); larger designs are refused before anything is
+        allocated. By default the budget of :mod:`adntn_lab.resources` (half the available
+        memory unless set).
     **preset
         Preset options: ``bond_dim``, ``n_sites``, ``depth``, ``pattern``, ``activation``
         (a name, or names separated by commas, one per stage), ``lateral``, ``seed``.
@@ -213,14 +208,17 @@ class TopologyDesigner(ActionWidget):
     }
 
     def __init__(self, family: str = "ttn", in_features: int = 256, out_features: int = 256,
-                 *, design=None, memory_limit: int | None = None, **preset):
+                 *, design=None, memory_budget=None, **preset):
         super().__init__()
-        if memory_limit is not None and (isinstance(memory_limit, bool)
-                                         or not isinstance(memory_limit, int)
-                                         or memory_limit <= 0):
-            raise ValueError(f"memory_limit must be a positive number of bytes, got "
-                             f"{memory_limit!r}")
-        self.memory_limit = DEFAULT_LIMIT if memory_limit is None else memory_limit
+        from ..resources import memory_budget as resolve_budget
+
+        if memory_budget is not None:
+            if isinstance(memory_budget, bool) or (isinstance(memory_budget, int)
+                                                   and memory_budget <= 0):
+                raise ValueError(f"memory_budget must be a positive number of bytes or a size "
+                                 f"such as '2GiB', got {memory_budget!r}")
+            resolve_budget(memory_budget)  # a size string that cannot be read fails here
+        self.memory_budget = memory_budget
         unknown = set(preset) - set(_PRESET_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown preset option(s) {sorted(unknown)}; known: "
@@ -318,8 +316,9 @@ class TopologyDesigner(ActionWidget):
         with self._guard("preset"), self._busy("building the preset…"):
             t0 = time.perf_counter()
             family, in_f, out_f, kw = preset_kwargs(change["new"])
-            check(estimate_preset(family, in_f, out_f, **kw), self.memory_limit)
-            gen = build(family, in_f, out_f, calibrate=False, **kw)
+            check_preset(family, in_f, out_f, budget=self.memory_budget, **kw)
+            gen = build(family, in_f, out_f, calibrate=False, memory_budget=self.memory_budget,
+                        **kw)
             spec = gen.to_dict()
             self._commit(gen, spec, mode="preset", t0=t0)
 
@@ -366,7 +365,7 @@ class TopologyDesigner(ActionWidget):
                             f"{type(spec).__name__}")
         if not spec.get("cores"):
             raise ValueError("the drawing has no cores: click on the canvas to add one")
-        check(estimate_graph(spec), self.memory_limit)
+        check_graph(spec, budget=self.memory_budget)
         return from_graph(spec, activation=design_activation(spec), calibrate=False)
 
     def _commit(self, gen: Generator, spec: dict | None, *, mode: str, t0=None,
