@@ -723,18 +723,22 @@ def test_explorer_marks_the_front_and_selects_points(tmp_path):
 
 
 def test_explorer_runs_a_small_sweep(digits):
-    ex = CompressionExplorer(families=["ttn"], bond_dims=[2], baselines=["dense"], epochs=1,
-                             hidden=16)
+    ex = CompressionExplorer(families=["ttn", "brickwall"], budgets=[2], baselines=["dense"],
+                             epochs=1, hidden=16)
     browser_clicks(ex, "run")
-    assert ex.wait(120.0) and ex.status == "finished", ex.error
+    assert ex.wait(180.0) and ex.status == "finished", ex.error
     keys = [p["key"] for p in ex.points]
-    assert keys == ["dense", "ttn-chi2"]
+    assert keys == ["dense", "ttn-chi2", "brickwall-depth2"]
+    assert [p["label"] for p in ex.points] == ["dense", "ttn χ=2", "brickwall depth=2"]
     from adntn_lab.train.runs import RunConfig, build_run_model
 
     for p in ex.points:
-        config = RunConfig(model="fc2", dataset="digits",
-                           family=None if p["family"] == "dense" else p["family"],
-                           bond_dim=p["bond_dim"] or 4, hidden=16, epochs=1)
+        assert (p["dataset"], p["model"], p["layer"], p["hidden"]) == ("digits", "fc2", "fc1",
+                                                                       16)
+        fam = None if p["family"] == "dense" else p["family"]
+        config = RunConfig(model="fc2", dataset="digits", family=fam, bond_dim=p["bond_dim"] or 4,
+                           options={"depth": 2} if fam == "brickwall" else {}, hidden=16,
+                           epochs=1)
         model = build_run_model(config, digits)
         assert p["params"] == sum(q.numel() for q in model.parameters())
         assert 0.0 <= p["test_acc"] <= 1.0
@@ -742,7 +746,69 @@ def test_explorer_runs_a_small_sweep(digits):
     gen = ex.selected_generator  # the trained generator of that run
     same_structure(gen, al.build("ttn", 64, 16, bond_dim=2))
     assert not np.allclose(gen.weight(), al.build("ttn", 64, 16, bond_dim=2).weight())
-    assert set(itertools.chain(ex.front)) <= {0, 1}
-    browser_sets(ex, settings={**ex.settings, "bond_dims": [0]})
+    browser_sets(ex, selected=2)  # the brick-wall point really has depth 2
+    same_structure(ex.selected_generator, al.build("brickwall", 64, 16, depth=2))
+    assert set(itertools.chain(ex.front)) <= {0, 1, 2}
+    browser_sets(ex, settings={**ex.settings, "budgets": [0]})
     browser_clicks(ex, "run")
-    assert "bond_dims must be" in ex.error and ex.status == "finished"
+    assert "budgets must be" in ex.error and ex.status == "finished"
+
+
+def _fake_point(s, family, value, seed, data, stop_event):
+    """A stand-in for training: a point with made-up accuracy in the sweep's experiment."""
+    from adntn_lab.widgets.explorer import normalise_point
+
+    row = {"key": "dense" if family is None else f"{family}-chi{value}", "family": family,
+           "bond_dim": value, "params": 1000 * (value or 10), "test_acc": 0.99, "seed": seed,
+           "dataset": s["dataset"], "model": s["model"], "layer": s["layer"],
+           "hidden": s["hidden"]}
+    return normalise_point(row), None
+
+
+def test_a_sweep_on_another_dataset_never_mixes_into_a_plot(monkeypatch, tmp_path):
+    from adntn_lab.widgets import explorer as explorer_module
+
+    # rows of run_sweep on mnist-5k that say nothing about their dataset: run folders do
+    rows = []
+    for r in SWEEP_ROWS:
+        run_dir = tmp_path / r["key"]
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(json.dumps(
+            {"model": "fc2", "dataset": "mnist-5k", "hidden": 256, "compress": ["fc1"]}))
+        rows.append({**r, "run_dir": str(run_dir)})
+    ex = CompressionExplorer(rows)
+    mnist = "mnist-5k · fc2 · fc1 · hidden 256"
+    assert ex.view == mnist and [g["key"] for g in ex.groups] == [mnist]
+    # Run defaults to the loaded experiment, so its points would join this plot
+    assert (ex.settings["dataset"], ex.settings["hidden"]) == ("mnist-5k", 256)
+    front_before = list(ex.front)
+    monkeypatch.setattr(explorer_module, "load_dataset", lambda name: name, raising=False)
+    monkeypatch.setattr("adntn_lab.data.load_dataset", lambda name: name)
+    monkeypatch.setattr(explorer_module, "train_point", _fake_point)
+    ex.run(dataset="digits", hidden=64, families=["ttn"], budgets=[2], baselines=["dense"])
+    assert ex.wait(30.0) and ex.status == "finished", ex.error
+    digits_group = "digits · fc2 · fc1 · hidden 64"
+    assert [p["group"] for p in ex.points] == [mnist] * 5 + [digits_group] * 2
+    assert ex.view == digits_group  # the plot switched to the new experiment
+    assert set(ex.front) <= {5, 6}
+    browser_sets(ex, view=mnist)
+    assert ex.front == front_before  # 99 % points elsewhere take nothing from this front
+    assert [p["pareto"] for p in ex.points[:5]] == [True, True, True, False, False]
+    browser_sets(ex, selected=3)
+    assert ex.selection["dominated_by"] == ["ttn-chi2"]  # only points of its own plot
+    browser_sets(ex, view="cifar10 · vgg")
+    assert "no experiment" in ex.error and ex.view == mnist
+
+
+def test_sweep_jobs_use_each_familys_knob():
+    from adntn_lab.widgets.explorer import budget_label, sweep_jobs
+
+    s = {"families": ["ttn", "brickwall"], "baselines": ["dense", "lowrank"], "budgets": [2, 5],
+         "seeds": [0, 1]}
+    jobs = sweep_jobs(s)
+    assert jobs[:5] == [(None, None, 0), ("ttn", 2, 0), ("ttn", 5, 0), ("brickwall", 2, 0),
+                        ("brickwall", 5, 0)]
+    assert len(jobs) == 2 * (1 + 3 * 2)
+    assert [budget_label(f, v) for f, v in (("ttn", 2), ("brickwall", 5), ("lowrank", 3),
+                                            (None, None))] == \
+        ["ttn χ=2", "brickwall depth=5", "lowrank rank=3", "dense"]
