@@ -506,8 +506,9 @@ def test_inspector_compares_schedules_and_optimisers():
     gen = al.from_graph(ring, activation="identity")
     ins = ContractionInspector(gen, batch_size=8)
     limit = ins.memory_limit
-    browser_clicks(ins, "compare")
-    assert ins.error == ""
+    browser_clicks(ins, "compare")  # Measure: runs in the background
+    assert ins.wait(60.0) and not ins.measuring
+    assert ins.error == "" and ins.busy == ""
     rows = {(r["optimizer"], r["schedule"]): r for r in ins.comparison}
     assert set(rows) == {(o, s) for o in ("auto", "greedy", "optimal")
                          for s in ("materialize", "fused", "sliced")}
@@ -522,12 +523,42 @@ def test_inspector_compares_schedules_and_optimisers():
     assert rows[("auto", "sliced")]["slices"] > 1  # the ring must be cut to fit
     browser_sets(ins, backend="torch")
     browser_clicks(ins, "compare")
-    assert ins.error == ""
+    assert ins.wait(60.0) and ins.error == ""
     timed = [r for r in ins.comparison if r["flops"] is not None]
     assert timed and all(r["time_ms"] > 0 for r in timed)
+    # a new setting refreshes the predicted costs at once; times wait for Measure
     browser_sets(ins, memory_limit=2000)
-    browser_clicks(ins, "compare")
     assert "memory_limit allows 2,000 bytes" in rows_note(ins, "auto", "sliced")
+    assert all(r["time_ms"] is None for r in ins.comparison)
+    browser_sets(ins, batch_size=16)
+    ref = al.from_graph(ring, activation="identity").cost(16, "fused")
+    fused = next(r for r in ins.comparison
+                 if (r["optimizer"], r["schedule"]) == ("auto", "fused"))
+    assert (fused["flops"], fused["text"]["time"]) == (ref.total_flops, "press Measure")
+
+
+def test_measure_reports_progress_and_stops_early():
+    gen = al.build("ttn", 64, 64, bond_dim=3)
+    ins = ContractionInspector(gen, batch_size=4)
+    seen = []
+    stop = __import__("threading").Event()
+
+    def progress(done, total, opt, schedule):
+        seen.append((done, total, opt, schedule))
+        if done == 1:
+            stop.set()  # as a Stop press during the second measurement
+
+    from adntn_lab.widgets.inspector import compare_schedules
+
+    rows = compare_schedules(gen, batch_size=4, memory_limit=ins.memory_limit,
+                             progress=progress, stop_event=stop)
+    assert [s[:2] for s in seen] == [(0, 9), (1, 9)]
+    measured = [r for r in rows if r["time_ms"] is not None]
+    assert len(measured) == 2
+    assert all(r["note"] == "stopped" for r in rows
+               if r["flops"] is not None and r["time_ms"] is None)
+    browser_clicks(ins, "stop")  # nothing running: harmless
+    assert ins.error == "" and not ins.measuring
 
 
 def rows_note(ins, opt, schedule):

@@ -43,6 +43,7 @@ async function render({ model, el: root }) {
   const memory = el("input", { type: "number", min: 0, class: "adntn-num adntn-wide", "data-testid": "memory-limit", title: "bytes; 0 for none" });
   const backendSel = el("select", { "data-testid": "backend" });
   const measure = el("button", { text: "Measure", "data-testid": "compare", onclick: () => connection.send({ action: "compare" }) });
+  const stopMeasure = el("button", { text: "■ Stop", "data-testid": "compare-stop", title: "skip the remaining measurements", onclick: () => connection.send({ action: "stop" }) });
   const compareTable = el("table", { class: "adntn-table adntn-compare", "data-testid": "compare-table" });
 
   root.append(
@@ -59,7 +60,7 @@ async function render({ model, el: root }) {
       el("div", { class: "adntn-row" },
         el("label", { class: "adntn-inline" }, "batch ", batch),
         el("label", { class: "adntn-inline" }, "memory limit (bytes, sliced) ", memory),
-        el("label", { class: "adntn-inline" }, "backend ", backendSel), measure),
+        el("label", { class: "adntn-inline" }, "backend ", backendSel), measure, stopMeasure),
       compareTable),
     error.node,
   );
@@ -188,6 +189,12 @@ async function render({ model, el: root }) {
       el("td", { text: r.slices ?? "–" }), el("td", { text: r.text ? r.text.time : "–" }), el("td", { class: "adntn-note", text: r.note || "" })))));
   }
 
+  function showMeasuring() {
+    const on = !!model.get("measuring");
+    measure.disabled = on;
+    stopMeasure.disabled = !on;
+  }
+
   function showError() {
     error.update();
     busy.update();
@@ -209,11 +216,13 @@ async function render({ model, el: root }) {
     "change:comparison": showComparison,
     "change:error": showError,
     "change:busy": showError,
+    "change:measuring": showMeasuring,
   });
   showHeader();
   showStep();
   showComparison();
   showError();
+  showMeasuring();
   return () => { clearTimeout(timer); unwire(); connection.dispose(); };
 }
 
