@@ -232,9 +232,12 @@ def check(est: ResourceEstimate, *, budget=None, what: str = "this design",
            f"memory budget of {format_size(limit)}")
     if suggestion:
         msg += f"; {suggestion} would fit"
-    elif est.largest_bytes * _W_COPIES > limit:
+    elif est.w_bytes * _W_COPIES > limit:
         msg += (f"; W alone is {format_size(est.w_bytes)}: use a smaller layer or the fused "
                 "schedule of an ADNTNLinear (which never forms W)")
+    elif est.largest_bytes > est.w_bytes:
+        msg += (f"; its largest intermediate is {format_size(est.largest_bytes)}: try a smaller "
+                "bond dimension, or a network without lateral tensors")
     msg += (". Raise the budget with memory_budget=... or adntn_lab.set_memory_budget() if the "
             "machine really has the memory")
     raise ResourceLimitError(msg)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import traitlets
 
-from ..families import get_family
+from ..families import FAMILIES, all_families, get_family
 from ..generator import Generator, build
-from ..topologies import FAMILIES
 from ._common import STATIC, ActionWidget, describe_error, json_safe
 
 __all__ = ["CompressionExplorer", "budget_label", "group_of", "normalise_point", "pareto_front",
@@ -128,7 +127,7 @@ def pareto_front(params, accuracy) -> list[int]:
 def _kind(family) -> str:
     if family in (None, "dense", "none"):
         return "dense"
-    return "baseline" if family in ("mpo", "lowrank") else "generator"
+    return get_family(family).role
 
 
 def normalise_point(row: dict) -> dict:
@@ -297,7 +296,7 @@ class CompressionExplorer(ActionWidget):
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.layer_shape = list(layer_shape) if layer_shape is not None else None
-        self.choices = {"families": [f for f in FAMILIES if f not in ("mpo", "lowrank")],
+        self.choices = {"families": [f.name for f in all_families() if f.role == "generator"],
                         "baselines": list(BASELINES), "datasets": list(DATASETS),
                         "models": list(MODELS),
                         "knobs": {f: get_family(f).knob_label for f in FAMILIES}}
@@ -530,11 +529,9 @@ def train_point(s: dict, family: str | None, value: int | None, seed: int, data,
     from ..nn.compress import adntn_layers
     from ..train.runs import RunConfig, run_training
 
-    options = {}
-    if family is not None:
-        knob = get_family(family).knob
-        if knob != "bond_dim":  # the budget is the rank (lowrank) or the depth (brickwall)
-            options[knob] = value
+    # RunConfig turns the budget into the family's knob (chi, the rank, the brick-wall depth)
+    # the same way the explorer rebuilds a point's generator (budget_build_options)
+    options: dict = {}
     layers = [x.strip() for x in s["layer"].split(",") if x.strip()]
     config = RunConfig(model=s["model"], dataset=s["dataset"], family=family,
                        bond_dim=value or 4, options=options, compress=layers,
@@ -581,15 +578,16 @@ def _dominates(q: dict, p: dict) -> bool:
 
 
 def _build_options(point: dict) -> dict:
+    """Builder keywords of a row: the same translation of its budget the run used."""
+    from ..train.runs import budget_build_options
+
+    fam = get_family(point["family"])
     opts = dict(point.get("options") or {})
-    bd = point.get("bond_dim")
-    if point["family"] == "lowrank":
-        opts.setdefault("rank", bd or 4)
-    elif point["family"] == "brickwall":
-        opts.setdefault("depth", bd or 3)
-    elif bd:
-        opts["bond_dim"] = bd
-    if point.get("activation") and point["family"] not in ("mpo", "lowrank"):
-        opts["activation"] = point["activation"]
+    activation = point.get("activation") if fam.nonlinear else None
+    if point.get("bond_dim"):
+        return budget_build_options(fam.name, point["bond_dim"], options=opts,
+                                    activation=activation, seed=point.get("seed") or 0)
+    if activation:
+        opts["activation"] = activation
     opts["seed"] = point.get("seed") or 0
     return opts
