@@ -72,6 +72,24 @@ def test_workshop_fixes_in_jupyterlab(lab_server, lab_page, tmp_path):
                                      "['bond_dim'])")
     assert out == f"{al.build('ttn', 1024, 1024, bond_dim=6).num_params} 1000"
 
+    # pictures: a MERA with lateral mixers and a deep brick wall (bonds clear of cores, the
+    # legend inside the widget)
+    run_code_in_new_cell(page, "designer.preset = {**designer.preset, 'family': 'mera', "
+                               "'in_features': 64, 'out_features': 64, 'bond_dim': 3, "
+                               "'lateral': True}")
+    expect(designer.get_by_test_id("stat-params")).to_have_text(
+        f"{al.build('mera', 64, 64, bond_dim=3, lateral=True).num_params:,}")
+    screenshot(page, "workshop-designer-mera", target=designer)
+    run_code_in_new_cell(page, "designer.preset = {**designer.preset, 'family': 'brickwall', "
+                               "'depth': 9}")
+    expect(designer.get_by_test_id("stat-params")).to_have_text(
+        f"{al.build('brickwall', 64, 64, depth=9).num_params:,}")
+    legend = designer.locator(".adntn-legend")
+    assert legend.evaluate("n => n.scrollWidth <= n.clientWidth + 1")
+    assert legend.evaluate("n => n.getBoundingClientRect().right <= "
+                           "n.closest('.adntn-widget').getBoundingClientRect().right")
+    screenshot(page, "workshop-designer-brickwall", target=designer)
+
     # ------------------------------------------------------------------ explorer views
     explorer = page.locator(".adntn-explorer")
     explorer.scroll_into_view_if_needed()

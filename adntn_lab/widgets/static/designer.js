@@ -25,6 +25,24 @@ const LEG = 26;         // physical-leg stub length in pixels
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const stageColor = (s) => PALETTE[((s % 10) + 10) % 10];
 
+// Control point of a quadratic curve from p0 to p1 that passes clear of every centre in
+// `others` lying on the straight segment (null when the segment is clear).
+function bendAround(p0, p1, others) {
+  const [dx, dy] = [p1[0] - p0[0], p1[1] - p0[1]];
+  const len = Math.hypot(dx, dy);
+  if (!len) return null;
+  const [nx, ny] = [-dy / len, dx / len];
+  let push = 0;
+  for (const [cx, cy] of others) {
+    const t = ((cx - p0[0]) * dx + (cy - p0[1]) * dy) / (len * len);
+    if (t <= 0.05 || t >= 0.95) continue;
+    const off = (cx - p0[0]) * nx + (cy - p0[1]) * ny;
+    if (Math.abs(off) < R * 1.4) push = (off > 0 ? -1 : 1) * Math.max(Math.abs(push), R * 4.5);
+  }
+  if (!push) return null;
+  return [(p0[0] + p1[0]) / 2 + nx * push, (p0[1] + p1[1]) / 2 + ny * push];
+}
+
 function labeled(label, input, testid) {
   const wrap = el("label", { class: "adntn-field", "data-testid": testid }, el("span", { text: label }), input);
   return wrap;
@@ -314,9 +332,13 @@ async function render({ model, el: root }) {
       const [x0, y0] = toPx(cu), [x1, y1] = toPx(cv);
       const isSel = selected && selected.type === "bond" && selected.index === i;
       const g = svg("g", { class: "adntn-bond" + (isSel ? " adntn-selected" : ""), "data-bond": i });
-      g.append(svg("line", { x1: x0, y1: y0, x2: x1, y2: y1, class: "adntn-bond-hit" }));
-      g.append(svg("line", { x1: x0, y1: y0, x2: x1, y2: y1, class: "adntn-bond-line" }));
-      if (!many) g.append(svg("text", { x: (x0 + x1) / 2, y: (y0 + y1) / 2 - 3, class: "adntn-bond-dim", text: b.dim }));
+      // a bond that would run through another core bows around it
+      const ctrl = bendAround([x0, y0], [x1, y1], cores.filter((c) => c !== cu && c !== cv).map(toPx));
+      const d = ctrl ? `M ${x0} ${y0} Q ${ctrl[0]} ${ctrl[1]} ${x1} ${y1}` : `M ${x0} ${y0} L ${x1} ${y1}`;
+      g.append(svg("path", { d, class: "adntn-bond-hit", fill: "none" }));
+      g.append(svg("path", { d, class: "adntn-bond-line", fill: "none" }));
+      const [mx, my] = ctrl ? [(x0 + 2 * ctrl[0] + x1) / 4, (y0 + 2 * ctrl[1] + y1) / 4] : [(x0 + x1) / 2, (y0 + y1) / 2];
+      if (!many) g.append(svg("text", { x: mx, y: my - 3, class: "adntn-bond-dim", text: b.dim }));
       if (custom) g.addEventListener("pointerdown", (ev) => { ev.stopPropagation(); selected = { type: "bond", index: i }; pending = null; draw(); });
       canvas.append(g);
     });
@@ -342,7 +364,7 @@ async function render({ model, el: root }) {
         g.append(svg("line", { x1: x, y1: y, x2: x + dx, y2: ey, class: "adntn-leg-line" }));
         const o = modes[0][k], i = modes[1][k];
         const label = o !== undefined && i !== undefined && !many ? `p${k} ${o}×${i}` : `p${k}`;
-        const stagger = sites.length > 1 && !many ? (j % 2) * 10 : 0;
+        const stagger = sites.length > 1 ? (j % 2) * 10 : 0;  // two legs of one core: labels apart
         g.append(svg("text", { x: x + dx, y: ey + dir * (stagger + 4) + (dir > 0 ? 7 : 0), class: "adntn-leg-label", text: label }));
         canvas.append(g);
       });
