@@ -252,12 +252,15 @@ class Generator:
         import torch
 
         core = max(names, key=lambda n: self.cores[n].size)
-        arrays = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))
-                  for k, v in self.params.items()}
-        arrays[core].requires_grad_(True)
-        w = self.program.run(arrays)
-        mean = w.mean()
-        mean.backward()
+        # layers and generators are also built inside torch.no_grad() / inference_mode()
+        # (e.g. while loading a model); this gradient is internal, so switch both off here
+        with torch.inference_mode(False), torch.enable_grad():
+            arrays = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))
+                      for k, v in self.params.items()}
+            arrays[core].requires_grad_(True)
+            w = self.program.run(arrays)
+            mean = w.mean()
+            mean.backward()
         g = arrays[core].grad.double().numpy()
         norm2 = float(np.sum(g * g))
         if norm2 > 0.0 and np.isfinite(norm2):
@@ -296,6 +299,9 @@ class Generator:
         """
         from .engine.backends import to_backend
 
+        if dtype is not None and not np.issubdtype(_numpy_dtype(dtype), np.floating):
+            raise TypeError(f"weight(dtype={dtype!r}): W is generated in floating point; use "
+                            "a float dtype (float16, float32 or float64), not an integer one")
         arrays = params if params is not None else to_backend(self.params, backend,
                                                              device=device, dtype=dtype)
         return self.program.run(arrays, memory_limit=memory_limit)
@@ -346,6 +352,15 @@ class Generator:
         from .draw import layout
 
         return layout(self)
+
+
+def _numpy_dtype(dtype) -> np.dtype:
+    """``dtype`` (numpy, torch or a name) as a numpy dtype, for checking its kind."""
+    name = str(dtype).removeprefix("torch.")
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype("float32" if name == "bfloat16" else name)
 
 
 # ---------------------------------------------------------------------- build

@@ -260,11 +260,13 @@ def _torch_unshuffle():
 
     class Unshuffle(torch.autograd.Function):
         @staticmethod
+        @torch.amp.custom_fwd(device_type="cpu")
         def forward(ctx, wp, tz):
             ctx.tz = tz
             return _unshuffle_forward(wp, tz)
 
         @staticmethod
+        @torch.amp.custom_bwd(device_type="cpu")
         def backward(ctx, grad):
             return _unshuffle_backward(grad, ctx.tz), None
 

@@ -32,6 +32,8 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..utils import format_bytes, format_count, json_safe
+
 __all__ = [
     "ActionWidget",
     "clear_widget_caches",
@@ -251,27 +253,6 @@ def _rgba_png(rgba: np.ndarray) -> str:
 # ---------------------------------------------------------------------- formatting
 
 
-def format_count(n: float, unit: str = "") -> str:
-    """``1234567 -> '1.23 M'``."""
-    if n is None or (isinstance(n, float) and not math.isfinite(n)):
-        return "–"
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {suffix}{unit}"
-    return f"{n:.4g} {unit}".rstrip()
-
-
-def format_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``."""
-    if n is None:
-        return "–"
-    for div, suffix in ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"),
-                        (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.3g} {suffix}"
-    return f"{int(n)} B"
-
-
 def format_ratio(ratio: float) -> str:
     """Compression ratio for display: ``52.3×``, ``1.8×``, ``0.011× (larger than dense)``."""
     if ratio is None or not math.isfinite(ratio):
@@ -281,16 +262,3 @@ def format_ratio(ratio: float) -> str:
     if ratio >= 1:
         return f"{ratio:.2f}×"
     return f"{ratio:.2g}× (more parameters than the dense W)"
-
-
-def json_safe(obj):
-    """Replace NaN/inf by None and numpy scalars/tuples by plain JSON types, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
