@@ -61,6 +61,17 @@ def test_dask_local_cluster_gives_the_serial_rows(tmp_path, serial_rows):
         assert (Path(r["run_dir"]) / "checkpoint.safetensors").is_file()
 
 
+def test_point_model_rebuilds_a_finished_point(serial_rows):
+    from adntn_lab.data import load_dataset
+    from adntn_lab.train.loop import evaluate
+
+    row = next(r for r in serial_rows if r["key"] == "ttn-chi3-seed0")
+    model = sweep_mod.point_model(row["run_dir"])
+    acc = evaluate(model, load_dataset("digits").test).accuracy
+    assert acc == row["test_acc"]
+    assert sum(p.numel() for p in model.parameters()) == row["params"]
+
+
 def _sweep_cmd(out):
     return [sys.executable, "-m", "adntn_lab", "sweep", "--families", "ttn", "mpo",
             "--bond-dims", "2", "3", "--seeds", "0", "--dataset", "digits", "--hidden", "16",
