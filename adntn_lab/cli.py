@@ -310,9 +310,9 @@ def _cmd_train(args) -> int:
         out = Path(resume).parent
     if args.nproc is not None and args.nproc > 1:
         # settings are checked here once, not by every rank
-        from .train.runs import _check_device
+        from .train.config import check_device
 
-        device = _check_device(cfg.device)
+        device = check_device(cfg.device)
         if device.type not in ("cpu", "cuda") or device.index is not None:
             raise CLIError(f"--nproc trains on device 'cpu' (gloo) or 'cuda' (nccl; rank r "
                            f"uses GPU r), not {cfg.device!r}")
@@ -351,7 +351,7 @@ def _cmd_costs(args) -> int:
     if args.activation is not None:
         kwargs["activation"] = args.activation
     if args.bond_dim is not None:  # the budget value, as in train and sweep
-        from .train.runs import budget_build_options
+        from .train.config import budget_build_options
 
         kwargs = budget_build_options(args.family, args.bond_dim, options=kwargs)
     # a cost report needs shapes, not values: the cores are drawn but never calibrated, so W
@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``adntn-lab``; returns the exit status."""
     from .data import DatasetUnavailableError
     from .train.distributed import LaunchError
-    from .train.runs import StrategyUnavailableError
+    from .train.strategies import StrategyUnavailableError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

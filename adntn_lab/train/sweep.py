@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_text
-from .runs import RunConfig, copy_config, run_training
+from .config import RunConfig, copy_config
+from .runs import run_training
 
 __all__ = [
     "RESULT_FIELDS",
@@ -323,7 +324,7 @@ def train_point(task: Mapping[str, Any], *, stop_event=None,
 def point_model(run_dir: str | os.PathLike):
     """The trained model of a finished point, rebuilt from its run folder's checkpoint."""
     from .checkpoint import load_checkpoint
-    from .runs import build_run_model
+    from .strategies import build_run_model
 
     ckpt = load_checkpoint(Path(run_dir) / "checkpoint.safetensors")
     if ckpt.config is None:

@@ -167,7 +167,7 @@ def normalise_point(row: dict) -> dict:
         layer = ",".join(str(x) for x in layer)
     model = row.get("model") or config.get("model")
     if layer is None and model is not None:
-        from ..train.runs import DEFAULT_COMPRESS
+        from ..train.config import DEFAULT_COMPRESS
 
         layer = ",".join(DEFAULT_COMPRESS.get(model, ())) or None
     point.update(dataset=row.get("dataset") or config.get("dataset"), model=model,
@@ -592,7 +592,7 @@ def _dominates(q: dict, p: dict) -> bool:
 
 def _build_options(point: dict) -> dict:
     """Builder keywords of a row: the same translation of its budget the run used."""
-    from ..train.runs import budget_build_options
+    from ..train.config import budget_build_options
 
     fam = get_family(point["family"])
     opts = dict(point.get("options") or {})
