@@ -21,7 +21,10 @@ _LEAKY_SLOPE = 0.01
 
 
 def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
+    # isinstance, not the module name: torch.compile resolves it while tracing
+    import torch
+
+    return isinstance(x, torch.Tensor)
 
 
 def _erf(x):

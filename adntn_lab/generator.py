@@ -257,8 +257,7 @@ class Generator:
         import copy
 
         other = copy.copy(self)
-        other.program = Program(self.program.plan, self.tensorization, self.activations,
-                                optimize)
+        other.program = self.program.with_optimizer(optimize)
         return other
 
     def weight(self, backend: str = "numpy", params: dict | None = None, *, device=None,
@@ -314,8 +313,9 @@ class Generator:
         """
         from .engine.cost import cost_report
 
-        return cost_report(self, batch_size=batch_size, schedule=schedule,
-                           memory_limit=memory_limit, dtype=dtype, optimize=optimize)
+        program = self.program if optimize is None else self.program.with_optimizer(optimize)
+        return cost_report(program, batch_size=batch_size, schedule=schedule,
+                           memory_limit=memory_limit, dtype=dtype, family=self.family)
 
     def draw(self, ax=None, **kwargs):
         """Matplotlib figure of the network: stages coloured, physical legs labelled."""
