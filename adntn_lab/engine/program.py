@@ -409,21 +409,25 @@ class Program:
 @dataclass(frozen=True)
 class _Runner:
     """How one group is contracted: a gate chain, a step layout, a single operand's
-    transpose, or (sliced or inspected runs) a cotengra tree."""
+    transpose, or (sliced or inspected runs) a cotengra tree. Plain data: it is run by
+    :func:`_run_group`, since ``torch.compile`` treats it as a constant whose methods it
+    cannot guard."""
 
     run: object                 # GateChain, StepPlan, cotengra tree, or None (one operand)
     group: GroupPlan
     worth_recomputing: bool
 
-    def __call__(self, ops):
-        run = self.run
-        if isinstance(run, StepPlan):
-            return run_steps(run, ops)
-        if isinstance(run, GateChain):
-            return run.contract(ops)
-        if run is None:
-            return _transpose_to(ops[0], self.group.inputs[0], self.group.output)
-        return _contract(run, ops, self.group)
+
+def _run_group(runner: _Runner, ops):
+    """The group's pre-activation result, in ``group.output`` order."""
+    run = runner.run
+    if isinstance(run, StepPlan):
+        return run_steps(run, ops)
+    if isinstance(run, GateChain):
+        return GateChain.contract(run, ops)
+    if run is None:
+        return _transpose_to(ops[0], runner.group.inputs[0], runner.group.output)
+    return _contract(run, ops, runner.group)
 
 
 @dataclass(frozen=True)
@@ -471,13 +475,13 @@ def _fused_plan(program: Program, x):
     return program.fused_group(int(x.shape[0]))
 
 
-def _apply(contract, ops, activation, recompute):
+def _apply(runner: _Runner, ops, activation, recompute):
     """Contract one group and activate it; with torch autograd, recompute the group's
     intermediates in the backward pass instead of keeping them when they are large."""
     def fn(*arrays):
-        return activation(contract(list(arrays)))
+        return activation(_run_group(runner, list(arrays)))
 
-    if (recompute is True or (recompute and contract.worth_recomputing)) and _needs_grad(ops):
+    if (recompute is True or (recompute and runner.worth_recomputing)) and _needs_grad(ops):
         from torch.utils.checkpoint import checkpoint
 
         return checkpoint(fn, *ops, use_reentrant=False)
