@@ -19,8 +19,9 @@ from .tensorize import (
     tensorize,
 )
 from .topologies import Blueprint, CoreSpec
+from .topologies.custom import generator_to_dict, graph_to_blueprint
 
-__all__ = ["Generator", "Stage", "build", "default_init_std"]
+__all__ = ["Generator", "Stage", "build", "default_init_std", "from_graph"]
 
 BACKENDS = ("numpy", "torch", "cupy")
 
@@ -325,8 +326,6 @@ class Generator:
 
     def to_dict(self, include_params: bool = False) -> dict:
         """JSON-able description (format ``adntn-graph/1``) that :func:`from_graph` reads."""
-        from .topologies.custom import generator_to_dict
-
         return generator_to_dict(self, include_params=include_params)
 
     def layout(self) -> dict[str, tuple[float, float]]:
@@ -429,3 +428,43 @@ def build(family: str, in_features: int, out_features: int, *, bond_dim: int = 4
     if activation is None and blueprint.activated:
         activation = "relu"
     return Generator(blueprint, activation, seed=seed, optimize=optimize, calibrate=calibrate)
+
+
+def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
+               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True):
+    """Build a :class:`Generator` from a drawn or written network (format ``adntn-graph/1``,
+    see :mod:`adntn_lab.topologies.custom`).
+
+    Parameters
+    ----------
+    graph : networkx.Graph, dict or str
+        Nodes/cores with ``stage`` and ``sites``; edges/bonds with ``dim`` (see module doc).
+    in_features, out_features : int, optional
+        Shape of the weight; read from the graph's attributes when not given.
+    out_modes, in_modes : sequence of int, optional
+        Per-site factors; balanced factors of the features by default.
+    activation : str, callable or sequence, optional
+        One activation for every stage but the last, or one per stage. Defaults to the graph's
+        ``activation`` entry, else ``relu``.
+
+    Raises
+    ------
+    ValueError
+        Dangling bond, missing or doubled physical leg, stages that leave more than one
+        tensor, and other structural mistakes, each named.
+    """
+    bp = graph_to_blueprint(graph, in_features, out_features, out_modes=out_modes,
+                            in_modes=in_modes)
+    params = bp.options.pop("params")
+    graph_act = bp.options.pop("activation")
+    act = activation if activation is not None else graph_act
+    if act is None and bp.num_stages > 1:
+        act = "relu"
+    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params)
+    for name, value in params.items():
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != gen.cores[name].shape:
+            raise ValueError(f"params of core {name!r} have shape {arr.shape}, expected "
+                             f"{gen.cores[name].shape}")
+        gen.params[name] = arr
+    return gen

@@ -15,6 +15,7 @@ from designs import CUSTOM
 import adntn_lab as al
 from adntn_lab.nn import ADNTNLinear
 
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     """Each layer is its own graph (its structure is part of it), and Dynamo allows a code

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..activations import Activation
-from ..tensorize import Tensorization
 from .arrays import do, is_torch
 from .backends import check_arrays
 from .gate_chains import GateChain, detect_gate_chain
 from .matmul_steps import StepPlan, plan_steps, run_steps
 from .planning import GroupPlan, Plan, contraction_tree, tree_from_path
 from .walk import Front, StepRecord, pairwise_steps, walk
+
+if TYPE_CHECKING:  # annotations only: activations imports the engine's backends
+    from ..activations import Activation
+    from ..tensorize import Tensorization
 
 __all__ = ["Program", "MemoryLimitError", "RECOMPUTE"]
 

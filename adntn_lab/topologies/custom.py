@@ -3,6 +3,9 @@
 A core is a node with a ``stage`` (int) and optionally ``sites`` (the physical legs it carries),
 ``kind``, ``constant`` with a ``value``, and ``x``/``y`` for drawing. A bond is an edge with a
 ``dim``. Every site ``0..N-1`` must be carried by exactly one core.
+
+This module reads and writes the format only; :func:`adntn_lab.from_graph` (in
+:mod:`adntn_lab.generator`) builds the generator, so nothing here imports it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from ..tensorize import tensorize
 from ._blueprint import Blueprint, Builder
 
-__all__ = ["from_graph", "graph_to_blueprint", "generator_to_dict", "FORMAT"]
+__all__ = ["graph_to_blueprint", "generator_to_dict", "FORMAT"]
 
 FORMAT = "adntn-graph/1"
 
@@ -154,47 +157,6 @@ def graph_to_blueprint(graph, in_features=None, out_features=None, *, out_modes=
     bp.options["params"] = {c["name"]: c["params"] for c in cores if "params" in c}
     bp.options["activation"] = spec.get("activation")
     return bp
-
-
-def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
-               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True):
-    """Build a :class:`~adntn_lab.Generator` from a drawn or written network.
-
-    Parameters
-    ----------
-    graph : networkx.Graph, dict or str
-        Nodes/cores with ``stage`` and ``sites``; edges/bonds with ``dim`` (see module doc).
-    in_features, out_features : int, optional
-        Shape of the weight; read from the graph's attributes when not given.
-    out_modes, in_modes : sequence of int, optional
-        Per-site factors; balanced factors of the features by default.
-    activation : str, callable or sequence, optional
-        One activation for every stage but the last, or one per stage. Defaults to the graph's
-        ``activation`` entry, else ``relu``.
-
-    Raises
-    ------
-    ValueError
-        Dangling bond, missing or doubled physical leg, stages that leave more than one
-        tensor, and other structural mistakes, each named.
-    """
-    from ..generator import Generator
-
-    bp = graph_to_blueprint(graph, in_features, out_features, out_modes=out_modes,
-                            in_modes=in_modes)
-    params = bp.options.pop("params")
-    graph_act = bp.options.pop("activation")
-    act = activation if activation is not None else graph_act
-    if act is None and bp.num_stages > 1:
-        act = "relu"
-    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params)
-    for name, value in params.items():
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.shape != gen.cores[name].shape:
-            raise ValueError(f"params of core {name!r} have shape {arr.shape}, expected "
-                             f"{gen.cores[name].shape}")
-        gen.params[name] = arr
-    return gen
 
 
 def generator_to_dict(gen, include_params: bool = False) -> dict:

@@ -17,10 +17,10 @@ from pathlib import Path
 import traitlets
 
 from ..activations import ACTIVATIONS
-from ..generator import Generator, build
+from ..generator import Generator, build, from_graph
 from ..tensorize import tensorize
 from ..topologies import FAMILIES, PATTERNS
-from ..topologies.custom import FORMAT, from_graph
+from ..topologies.custom import FORMAT
 from ._common import (
     ActionWidget,
     describe_error,
