@@ -18,9 +18,10 @@ from .engine import (
     tune_allocator,
 )
 from .engine.allocator import tune_from_environment
+from .families import FAMILIES, get_family
 from .generator import Generator, Stage, build, default_init_std, from_graph
+from .resources import ResourceLimitError, set_memory_budget
 from .tensorize import Tensorization, qubit_tensorization, tensorize
-from .topologies import FAMILIES
 
 tune_from_environment()  # opt-in only: a no-op unless ADNTN_LAB_ALLOCATOR=tuned
 
@@ -41,6 +42,9 @@ __all__ = [
     "build",
     "default_init_std",
     "from_graph",
+    "get_family",
+    "ResourceLimitError",
+    "set_memory_budget",
     "get_activation",
     "plan_cache_info",
     "qubit_tensorization",

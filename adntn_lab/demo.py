@@ -68,8 +68,8 @@ def family_costs(bond_dim: int = 4, batch_size: int = BATCH) -> list[dict[str, A
 
     rows = []
     for fam in al.FAMILIES:
-        kw = {"rank": bond_dim} if fam == "lowrank" else {"bond_dim": bond_dim}
-        gen = al.build(fam, IN_FEATURES, HIDDEN, **kw)
+        # bond_dim is the rank of lowrank; brick-wall keeps its default depth
+        gen = al.build(fam, IN_FEATURES, HIDDEN, bond_dim=bond_dim)
         gen_cost = gen.cost()
         run_cost = gen.cost(batch_size=batch_size)
         rows.append({
@@ -202,8 +202,8 @@ def _run(out, family, bond_dim, epochs, seed, quick, progress, print_fn) -> dict
 
     torch.manual_seed(seed)
     dense = FC2(IN_FEATURES, HIDDEN, 10)
-    kw = {"rank": chi} if family == "lowrank" else {"bond_dim": chi}
-    compressed = compress_model(dense, family, include=["fc1"], min_params=0, seed=seed, **kw)
+    compressed = compress_model(dense, family, include=["fc1"], min_params=0, seed=seed,
+                                bond_dim=chi)
     gen = compressed.fc1.generator
     results = {}
     for label, model in ((f"FC-2 + {family}", compressed), ("FC-2 dense", dense)):
