@@ -3,7 +3,9 @@
 Each case times one step (forward, backward, SGD update) of the same layer eagerly and
 compiled with the default Inductor backend, in the same run; the figure is the ratio
 ``compiled / eager`` (below 1: compiled is faster). Compile time is reported apart and left
-out of the step time (the first calls, which trace and compile, are warm-up).
+out of the step time (the first calls, which trace and compile, are warm-up). Gate chains
+(brick-wall) unroll into many small operations, which makes their compile slow (minutes on
+a small CPU): that case runs only without ``--quick``.
 
 Run:  python benchmarks/bench_compile.py [--quick] [--only NAME ...]
 Writes benchmarks/results/compile.json (compile_quick.json with --quick) and prints a table.
@@ -33,7 +35,7 @@ CASES = {
     "mpo-1024-b64": ("mpo", 1024, 64, "auto", dict(bond_dim=4)),
     "ttn-1024-b256": ("ttn", 1024, 256, "auto", dict(bond_dim=4)),
 }
-QUICK = ["ttn-256-b64-materialize", "ttn-256-b64-fused", "brickwall-256-b64"]
+QUICK = ["ttn-256-b64-materialize", "ttn-256-b64-fused", "mera-256-b64"]
 
 
 def _step(module, x, opt):
@@ -71,7 +73,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.only or (QUICK if args.quick else list(CASES))
-    rows = [bench(name, 3 if args.quick else 10) for name in names]
+    rows = [bench(name, 10 if args.quick else 20) for name in names]
     print("\n| case | schedule | eager step | compiled step | compiled / eager | compile |")
     print("|---|---|---|---|---|---|")
     for r in rows:
