@@ -128,3 +128,17 @@ def test_engine_and_topologies_never_import_the_layers_above(layer):
     for path in (PACKAGE / layer).glob("*.py"):
         bad = {m for m in _imports(path) if m.startswith(above)}
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_layers_pickled_before_the_schedule_property_still_load():
+    layer = ADNTNLinear(32, 16, topology="ttn", bond_dim=2, schedule="fused")
+    state = dict(layer.__getstate__())
+    state["schedule"] = state.pop("_schedule")  # the attribute as older layers stored it
+    weight_state = dict(layer.generated.__getstate__())
+    del weight_state["recompute"]
+    old = ADNTNLinear.__new__(ADNTNLinear)
+    old.__setstate__(state)
+    old.generated.__setstate__(weight_state)
+    assert old.schedule == "fused" and old.generated.recompute == "auto"
+    x = torch.randn(4, 32)
+    torch.testing.assert_close(old(x), layer(x))

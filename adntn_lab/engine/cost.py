@@ -114,6 +114,8 @@ class CostReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        for step in d["steps"]:
+            del step["array"]  # a report's steps are planned, never captured
         d["generation_flops"] = self.generation_flops
         return d
 

@@ -123,6 +123,7 @@ class GeneratedWeight(nn.Module):
 
     def __setstate__(self, state):
         state.setdefault("_memo", None)  # layers pickled before the memo existed
+        state.setdefault("recompute", "auto")  # ... or before recompute moved here
         super().__setstate__(state)
 
     def export_generator(self) -> Generator:
@@ -230,6 +231,12 @@ class ADNTNLinear(GeneratedLayer):
             raise ValueError(f"unknown schedule {value!r}; use one of {SCHEDULES}")
         self._schedule = value
         self._choice: dict[int, str] = {}
+
+    def __setstate__(self, state):
+        if "schedule" in state:  # layers pickled before the schedule became a property
+            state["_schedule"] = state.pop("schedule")
+        state.setdefault("_choice", {})
+        super().__setstate__(state)
 
     def schedule_for(self, batch: int) -> str:
         """The schedule this layer uses for a batch of ``batch`` rows (the cost model's
