@@ -124,3 +124,15 @@ def test_lean_backward_is_refused_inside_compile():
     y = layer(x)  # eagerly the lean pass runs
     assert "Lean" in type(layer.weight.grad_fn).__name__
     y.sum().backward()
+
+
+def test_the_cupy_bridge_is_refused_inside_compile():
+    from adntn_lab.engine.cupy_backend import contract_weight
+
+    layer = _layer("ttn", dict(bond_dim=2), "materialize")
+    program, arrays = layer.generator.program, layer.generated.arrays()
+    compiled = torch.compile(lambda: contract_weight(program, arrays), fullgraph=True,
+                             backend="aot_eager")
+    with pytest.raises(Exception, match="compile the layer itself"):
+        compiled()
+    torch.testing.assert_close(contract_weight(program, arrays), layer.weight)

@@ -398,6 +398,12 @@ def contract_weight(program, arrays: dict, *, mode: str = "adjoint") -> torch.Te
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    if torch.compiler.is_compiling():
+        raise ValueError(
+            "contract_weight hands the contraction to CuPy (numpy on the CPU), which "
+            "torch.compile cannot trace; call it outside the compiled region, or compile the "
+            "layer itself, whose torch contraction traces as one graph"
+        )
     backend, device = check_arrays(arrays, "contract_weight")
     if backend != "torch":
         raise TypeError(
