@@ -424,13 +424,14 @@ def build(family: str, in_features: int, out_features: int, *, bond_dim=None,
 def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
                activation=None, seed: int = 0, optimize="auto", calibrate: bool = True,
                memory_budget=None):
-    """Build a :class:`Generator` from a drawn or written network (format ``adntn-graph/1``,
-    see :mod:`adntn_lab.topologies.custom`).
+    """Build a :class:`Generator` from a drawn or written network (format
+    ``adntn-graph/1``, read by :mod:`adntn_lab.topologies.custom`).
 
     Parameters
     ----------
-    graph : networkx.Graph, dict or str
+    graph : networkx.Graph, dict, str or path
         Nodes/cores with ``stage`` and ``sites``; edges/bonds with ``dim`` (see module doc).
+        A string is JSON text, or the path of a JSON file.
     in_features, out_features : int, optional
         Shape of the weight; read from the graph's attributes when not given.
     out_modes, in_modes : sequence of int, optional
@@ -443,9 +444,11 @@ def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in
 
     Raises
     ------
+    TypeError
+        A field of the wrong type, named by its path in the description.
     ValueError
         Dangling bond, missing or doubled physical leg, stages that leave more than one
-        tensor, and other structural mistakes, each named.
+        tensor, unknown fields and other mistakes, each named by its path.
     """
     bp = graph_to_blueprint(graph, in_features, out_features, out_modes=out_modes,
                             in_modes=in_modes)
@@ -456,9 +459,8 @@ def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in
         act = "relu"
     gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params,
                     memory_budget=memory_budget)
-    for name, value in params.items():
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.shape != gen.cores[name].shape:
+    for name, arr in params.items():
+        if arr.shape != gen.cores[name].shape:  # checked above; kept as the last word
             raise ValueError(f"params of core {name!r} have shape {arr.shape}, expected "
                              f"{gen.cores[name].shape}")
         gen.params[name] = arr

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .tensorize import Tensorization
+from .utils import format_bytes as format_size
 
 __all__ = [
     "ResourceEstimate",
@@ -81,17 +82,6 @@ class ResourceEstimate:
     def __str__(self) -> str:
         return (f"{self.params:,} parameters, W {format_size(self.w_bytes)}, estimated peak "
                 f"{format_size(self.peak_bytes)}")
-
-
-def format_size(n: float) -> str:
-    """Bytes as text: ``1536 -> '1.5 KiB'``, astronomically large sizes included."""
-    n = float(n)
-    for div, suffix in ((2**60, "EiB"), (2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"),
-                        (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            value = n / div
-            return f"{value:.3g} {suffix}" if value < 1e4 else f"{value:.2e} {suffix}"
-    return f"{int(n)} B"
 
 
 def estimate_from(params: int, tz: Tensorization, largest_elements: int | None = None

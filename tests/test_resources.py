@@ -116,3 +116,17 @@ def test_huge_feature_counts_tensorize_quickly():
     # sizes the exact search finishes keep their exact, most balanced factors
     assert balanced_factors(4096, 4) == (8, 8, 8, 8)
     assert balanced_factors(784, 3) == (10, 9, 9)
+
+
+def test_cli_costs_reports_on_a_layer_whose_w_would_not_fit(capsys):
+    """A cost report needs shapes only: a 2^20 x 2^20 TTN (W would be 4 TiB) is reported."""
+    from adntn_lab import cli
+
+    assert cli.main(["costs", "--family", "ttn", "--in-features", str(2**20),
+                     "--out-features", str(2**20), "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "ttn 1048576×1048576" in out and "dense matmul" in out
+    code = cli.main(["costs", "--family", "ttn", "--in-features", "1024", "--out-features",
+                     "1024", "--bond-dim", "100000"])
+    assert code == 2
+    assert "memory budget" in capsys.readouterr().err

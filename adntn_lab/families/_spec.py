@@ -8,29 +8,15 @@ adding a family means adding one module to :mod:`adntn_lab.families` that define
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..tensorize import Tensorization, default_n_sites, tensorize
 from ..topologies import Blueprint
+from ..utils import positive_int as strict_int
 
 __all__ = ["Family", "Option", "strict_int", "tree_tensorization"]
-
-
-def strict_int(name: str, value, *, minimum: int = 1, example: int = 4) -> int:
-    """``value`` as an int, accepting Python and numpy integers only (not bools, floats, str).
-
-    Raises
-    ------
-    ValueError
-        For anything that is not an integer, or an integer below ``minimum``.
-    """
-    want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be {want} (for example {example}), got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)

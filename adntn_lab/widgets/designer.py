@@ -379,7 +379,7 @@ def _read_design(source) -> dict:
         spec.pop("family", None)
         return spec
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip()
-                                    .startswith("{")):
+                                    .startswith(("{", "["))):
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{str(source)[:80]!r} is neither JSON text nor a file")
@@ -390,8 +390,8 @@ def _read_design(source) -> dict:
         except json.JSONDecodeError as err:
             raise ValueError(f"could not read the design JSON: {err}") from None
     if not isinstance(source, dict):
-        raise TypeError(f"a design is JSON text, a file, a dict or a Generator, got "
-                        f"{type(source).__name__}")
+        raise TypeError(f"a design is a JSON object (text or file), a dict or a Generator, got "
+                        f"{type(source).__name__} {str(source)[:40]}")
     return copy.deepcopy(source)
 
 
