@@ -68,6 +68,7 @@ class Program:
         # groups that are one state plus a chain of neighbouring gates run as blocks of gates
         # applied with batched matrix products (the auto optimiser only); their tree is the
         # matching block tree, so that cost reports and captures describe what runs
+        self.gate_chains = gate_chains
         use_chains = gate_chains and optimize in (None, "auto")
         self._chains = tuple(
             detect_gate_chain(g.inputs, g.output, self.size_dict) if use_chains else None
@@ -86,7 +87,8 @@ class Program:
 
     def with_optimizer(self, optimize) -> Program:
         """The same structure planned with another path optimiser."""
-        return Program(self.plan, self.tz, self.activations, optimize)
+        return Program(self.plan, self.tz, self.activations, optimize,
+                       gate_chains=self.gate_chains)
 
     @property
     def recompute(self):
