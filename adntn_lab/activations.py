@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import autoray as ar
 
+from .engine.arrays import is_torch
 from .engine.backends import array_namespace
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "resolve_stage_activations"]
@@ -22,9 +23,7 @@ _LEAKY_SLOPE = 0.01
 
 def _is_torch(x) -> bool:
     # isinstance, not the module name: torch.compile resolves it while tracing
-    import torch
-
-    return isinstance(x, torch.Tensor)
+    return is_torch(x)
 
 
 def _erf(x):

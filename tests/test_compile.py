@@ -136,3 +136,19 @@ def test_the_cupy_bridge_is_refused_inside_compile():
     with pytest.raises(Exception, match="compile the layer itself"):
         compiled()
     torch.testing.assert_close(contract_weight(program, arrays), layer.weight)
+
+
+def test_the_engine_marks_trace_constants_as_torch_does():
+    """The engine marks its planning functions without importing torch; the mark must be
+    the one torch.compiler.assume_constant_result sets."""
+    from adntn_lab.engine.arrays import trace_constant
+
+    def ours():
+        return 1
+
+    def theirs():
+        return 1
+
+    trace_constant(ours)
+    torch.compiler.assume_constant_result(theirs)
+    assert vars(ours) == vars(theirs) != {}

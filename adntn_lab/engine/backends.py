@@ -12,7 +12,8 @@ import logging
 from collections.abc import Mapping
 
 import numpy as np
-import torch
+
+from .arrays import is_torch
 
 __all__ = [
     "BACKENDS",
@@ -363,9 +364,9 @@ def check_arrays(arrays: Mapping, where: str = "Program.run") -> tuple[str, str]
     if not arrays:
         raise ValueError(f"{where} got no arrays; pass one array per core")
     first = next(iter(arrays.values()))
-    if isinstance(first, torch.Tensor):  # the common case, in terms torch.compile can trace
+    if is_torch(first):  # the common case, in terms torch.compile can trace
         device = first.device
-        if all(isinstance(a, torch.Tensor) and a.device == device for a in arrays.values()):
+        if all(is_torch(a) and a.device == device for a in arrays.values()):
             name = device.type if device.index is None else f"{device.type}:{device.index}"
             return ("torch", name)
     seen: dict[tuple[str, str], list[str]] = {}

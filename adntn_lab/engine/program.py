@@ -20,9 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
-from .arrays import do, is_torch
+from .arrays import compiling, do, is_torch, trace_constant
 from .backends import check_arrays
 from .gate_chains import GateChain, detect_gate_chain
 from .matmul_steps import StepPlan, plan_steps, run_steps
@@ -245,7 +243,7 @@ class Program:
         inspecting = capture or hook is not None or physical or memory_limit is not None
         if (backend == "torch" and not inspecting and recompute in ("auto", "lean")
                 and _needs_grad(list(arrays.values()))):
-            if torch.compiler.is_compiling():
+            if compiling():
                 if recompute == "lean":
                     raise ValueError(
                         "recompute='lean' runs its own backward pass outside autograd's "
@@ -287,7 +285,7 @@ class Program:
         """``W`` from the last group's result (when it was not contracted into matrix
         order: a gate chain or a single operand)."""
         wp = _transpose_to(final, self.plan.final_inds, self.tz.physical_inds)
-        if not torch.compiler.is_compiling():
+        if not compiling():
             return self.tz.to_matrix(wp)  # eager: gathers beat a many-axis transpose
         split, perm = lay.unshuffle  # compiled: one permutation the compiler fuses
         w = do("reshape", do("transpose", do("reshape", wp, split), perm),
@@ -445,7 +443,7 @@ class _Layout:
     unshuffle: tuple              # (split, perm): physical tensor to matrix digits
 
 
-@torch.compiler.assume_constant_result
+@trace_constant
 def _layout_of(program: Program) -> _Layout:
     """The program's :class:`_Layout` (made on first use; a constant while tracing)."""
     if program._layout is None:
@@ -473,7 +471,7 @@ def _layout_of(program: Program) -> _Layout:
     return program._layout
 
 
-@torch.compiler.assume_constant_result
+@trace_constant
 def _fused_plan(program: Program, x):
     """The fused last group for ``x``'s batch size (a constant while tracing: its layout
     reads the batch off the arrays, so under dynamic shapes one plan serves every batch)."""
@@ -573,7 +571,11 @@ def _check_recompute(recompute) -> None:
 
 
 def _needs_grad(ops) -> bool:
-    return any(getattr(op, "requires_grad", False) for op in ops) and torch.is_grad_enabled()
+    if not any(getattr(op, "requires_grad", False) for op in ops):
+        return False
+    import torch  # an array that requires a gradient is a torch tensor
+
+    return torch.is_grad_enabled()
 
 
 def _contract(tree, ops, group):
@@ -599,6 +601,8 @@ def _pad_columns(x, width):
     if cols == width:
         return x
     if is_torch(x):
+        import torch
+
         return torch.nn.functional.pad(x, (0, width - cols))
     xp = do("zeros", (x.shape[0], width), like=x, dtype=x.dtype)
     xp[:, :cols] = x
