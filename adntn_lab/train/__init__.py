@@ -2,7 +2,8 @@
 
 ``fit`` / ``evaluate`` / ``History`` / ``TrainState`` live in :mod:`.loop`; checkpoints in
 :mod:`.checkpoint`; compression strategies and run folders (config, metrics, checkpoint, curves)
-in :mod:`.runs`; grids of runs in :mod:`.sweep`.
+in :mod:`.runs`; grids of runs, on any ``concurrent.futures`` executor, in :mod:`.sweep`;
+data-parallel training over torch.distributed in :mod:`.distributed`.
 """
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint

@@ -511,6 +511,7 @@ def fit(
     eval_batch_size: int = 1024,
     desc: str | None = None,
     rollback: bool = True,
+    distributed: bool = False,
 ) -> History:
     """Train a classifier with cross-entropy, deterministically and resumably.
 
@@ -561,6 +562,13 @@ def fit(
         memory, refreshed in place). With False a divergence is still detected and raised,
         but the model keeps its non-finite values; the last checkpoint is then the last good
         state.
+    distributed : bool, default False
+        Data-parallel over the running torch.distributed process group (see
+        :mod:`adntn_lab.train.distributed`): every rank calls ``fit`` with the same arguments,
+        takes its share of each global batch of ``batch_size`` examples and DDP averages the
+        gradients, so the steps, the history and the final weights equal a one-process run
+        up to float rounding. Only rank 0 shows the progress bar; callbacks run on every rank
+        and a stop request on any rank stops all of them.
 
     Returns
     -------
@@ -600,6 +608,12 @@ def fit(
     total_steps = epochs * num_batches
 
     model.to(device)
+    par = None
+    if distributed:
+        from .distributed import DataParallel
+
+        par = DataParallel(model, train_ds, batch_size=batch_size, seed=seed, device=device)
+    net = model if par is None else par.net
     if state is None:
         state = TrainState.create(
             model, lr=lr, seed=seed, optimizer=optimizer, weight_decay=weight_decay
@@ -630,7 +644,7 @@ def fit(
 
     bar = None
     remaining = max(total_steps - state.step, 0) if state.epoch < epochs else 0
-    if progress and remaining > 0:
+    if progress and remaining > 0 and (par is None or par.is_main):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc or "train",
@@ -666,6 +680,8 @@ def fit(
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
             order = epoch_order(n, state.seed, epoch)
+            if par is not None:
+                par.set_epoch(epoch)
             with torch.random.fork_rng(devices=cuda_devices):
                 if state.batch == 0:
                     _rng_seed(derive_seed(state.seed, epoch, 1), device)
@@ -679,6 +695,8 @@ def fit(
                 part = state.partial
                 while state.batch < num_batches:
                     idx = order[state.batch * batch_size : (state.batch + 1) * batch_size]
+                    if par is not None:
+                        idx, n_global = par.batch(state.batch)
                     xb = x_train[idx].to(device, non_blocking=True)
                     yb = y_train[idx].to(device, non_blocking=True)
                     cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
@@ -687,8 +705,11 @@ def fit(
                     if snapshot is not None:
                         snapshot.take()
                     state.optimizer.zero_grad(set_to_none=True)
-                    logits = model(xb)
-                    loss = nn.functional.cross_entropy(logits, yb)
+                    logits = net(xb)
+                    if par is None:
+                        loss = nn.functional.cross_entropy(logits, yb)
+                    else:
+                        loss = par.loss(logits, yb, n_global)
                     if not torch.isfinite(loss):
                         raise diverged("loss", str(float(loss.detach())), epoch, cur_lr)
                     loss.backward()
@@ -702,6 +723,10 @@ def fit(
                     loss_v = float(loss.detach())
                     correct = int((logits.detach().argmax(dim=1) == yb).sum())
                     bs = len(yb)
+                    if par is not None:  # statistics of the whole global batch
+                        total, correct, bs = par.batch_metrics(
+                            loss_v * n_global / par.world_size, correct, bs)
+                        loss_v = total / bs
                     part["loss_sum"] += loss_v * bs
                     part["correct"] += correct
                     part["count"] += bs
@@ -722,6 +747,8 @@ def fit(
                                  "lr": cur_lr})
                     if stop_event is not None and stop_event.is_set():
                         keep = False
+                    if par is not None:
+                        keep = par.agree(keep)
                     if not keep:
                         stopped = True
                         if state.batch < num_batches:
@@ -760,6 +787,8 @@ def fit(
                          "test_acc": test_acc, "epoch_time": history.epoch_time[-1]})
             if stop_event is not None and stop_event.is_set():
                 keep = False
+            if par is not None:
+                keep = par.agree(keep)
             if not keep:
                 stopped = True
     finally:

@@ -541,6 +541,7 @@ def run_training(
     log: Callable[[str], None] | None = print,
     checkpoint_every: int | None = None,
     catch_signals: bool = True,
+    distributed: bool = False,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -570,6 +571,11 @@ def run_training(
         In the main thread, the first Ctrl-C (SIGINT) or SIGTERM stops training after the
         current step, writes the checkpoint and raises :class:`RunInterrupted`; a second one
         acts at once.
+    distributed : bool, default False
+        Train data-parallel over the running torch.distributed process group (every rank
+        calls ``run_training`` with the same arguments; see
+        :mod:`adntn_lab.train.distributed`). Only rank 0 writes the run folder and logs; a
+        checkpoint written by any number of ranks resumes with any other number.
 
     Returns
     -------
@@ -587,7 +593,16 @@ def run_training(
     """
     from ..data import load_dataset
 
-    say = log or (lambda _msg: None)
+    rank, world_size = 0, 1
+    if distributed:
+        from .distributed import world
+
+        if config.strategy == "dmrg":
+            raise ValueError("strategy 'dmrg' runs local sweeps in one process; train it "
+                             "without --nproc / distributed")
+        rank, world_size = world()
+    main = rank == 0  # rank 0 alone logs and writes the run folder
+    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
     if checkpoint_every is not None and (
         isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
         or checkpoint_every <= 0
@@ -620,7 +635,7 @@ def run_training(
             f"{out} already holds a run (checkpoint.safetensors); pass resume=True (--resume) "
             "to continue it, or choose another output folder"
         )
-    if out is not None:
+    if out is not None and main:
         stale = remove_stale_temporaries(out)
         if stale:
             say(f"removed {len(stale)} temporary file(s) left in {out} by interrupted saves")
@@ -659,7 +674,7 @@ def run_training(
     else:
         # the structure first, so that a bad setting fails before anything is written
         model = build_run_model(config, data)
-    if out is not None:
+    if out is not None and main:
         _write_run_file(out / "config.json", config.to_dict())
 
     if source is None and config.strategy == "fit-finetune":
@@ -670,7 +685,8 @@ def run_training(
             dense_hist = fit(dense, data, epochs=config.dense_epochs, lr=config.lr,
                              batch_size=config.batch_size, seed=config.seed,
                              optimizer=config.optimizer, device=device, progress=progress,
-                             weight_decay=config.weight_decay, desc="dense")
+                             weight_decay=config.weight_decay, desc="dense",
+                             distributed=distributed)
             extra_metrics["dense_pretraining"] = dense_hist.to_dict()
         say(f"fit-finetune: fitting {config.family} generators to "
             f"{', '.join(config.compress_patterns)} ({config.fit_steps} steps)")
@@ -690,6 +706,7 @@ def run_training(
             "compressed_layers": layers,
             "history": history.to_dict(),
             "wall_time": history.wall_time,
+            "world_size": world_size,
             "events": list(history.events),
         }
         if history.epoch:
@@ -704,7 +721,7 @@ def run_training(
         return m
 
     def save(state_, complete: bool) -> None:
-        if out is None:
+        if out is None or not main:  # rank 0 alone writes the run folder
             return
         m = metrics_now(state_.history, complete)
         try:
@@ -766,7 +783,7 @@ def run_training(
                     callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
                     stop_event=_EitherEvent(stop_event, sigint.event),
                     weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
-                    desc=config.label,
+                    desc=config.label, distributed=distributed,
                 )
             except TrainingDiverged as exc:
                 raise _diverged(exc, config, out, state, save) from None
@@ -786,7 +803,7 @@ def run_training(
     if not history.epoch and data.test is not None:
         ev = evaluate(model, data.test, device=device)
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
-    if out is not None:
+    if out is not None and main:
         _write_run_file(out / "metrics.json", metrics)
         try:
             _write_curves(out / "curves.png", history, config)
