@@ -295,13 +295,27 @@ class GroupPlan:
 
 @dataclass
 class Plan:
-    """All groups of a generator in execution order, and the final tensor's indices."""
+    """All groups of a generator in execution order, and the final tensor's indices.
+
+    Attributes
+    ----------
+    groups : list of GroupPlan
+    final_key : str
+        Front key of the last group's result.
+    final_inds : tuple of str
+        Its indices (the physical legs).
+    size_dict : dict of str -> int
+    num_stages : int
+    constants : tuple of str
+        Cores that are not trainable (boundary vectors).
+    """
 
     groups: list[GroupPlan]
     final_key: str
     final_inds: tuple[str, ...]
     size_dict: dict[str, int]
     num_stages: int
+    constants: tuple[str, ...] = ()
 
 
 def check_indices(cores: list[CoreSpec], physical: tuple[str, ...]) -> None:
@@ -421,4 +435,5 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
         raise ValueError(
             f"the final tensor has legs {final_inds}, expected the physical legs {physical}"
         )
-    return Plan(groups, final_key, final_inds, dict(size_dict), num_stages)
+    return Plan(groups, final_key, final_inds, dict(size_dict), num_stages,
+                tuple(c.name for c in cores if c.constant))
