@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..utils import available_memory
 from .arrays import compiling, do, is_torch, trace_constant
 from .backends import check_arrays
 from .gate_chains import GateChain, detect_gate_chain
@@ -551,18 +552,6 @@ _RECOMPUTE_MIN = 1 << 16
 ORDINARY_PEAK_FACTOR = 32
 # below this size W never triggers the automatic switch to the lean pass
 _LEAN_MIN_BYTES = 16 << 20
-
-
-def available_memory() -> int | None:
-    """Bytes the system can still give (``MemAvailable`` on Linux), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _check_recompute(recompute) -> None:
