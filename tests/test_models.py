@@ -105,7 +105,8 @@ def test_wide_mlp_shapes_count_and_forward():
 
 def test_wide_mlp_runs_compress_both_hidden_layers():
     from adntn_lab.nn import ADNTNLinear
-    from adntn_lab.train.runs import RunConfig, build_run_model
+    from adntn_lab.train.config import RunConfig
+    from adntn_lab.train.strategies import build_run_model
 
     info = {"input_shape": (1, 8, 8), "num_classes": 10}
     cfg = RunConfig(model="wide-mlp", family="ttn", bond_dim=2, hidden=32)

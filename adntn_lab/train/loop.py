@@ -10,16 +10,20 @@ bit (on the same device and thread count).
 Callbacks receive one dict per event and may stop training by returning ``False``; a
 ``threading.Event`` passed as ``stop_event`` is checked after every step, so a widget running
 :func:`fit` in a background thread can stop it.
+
+Divergence: the loss of every step and the parameters after every optimiser step are checked
+for NaN and inf. On the first non-finite value the model (parameters and buffers), the
+optimiser state and the random state are rolled back to just before that step and
+:class:`TrainingDiverged` is raised; the state is then resumable from the last good step (with a
+lower learning rate, say), and nothing non-finite reaches a checkpoint.
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,11 +31,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .records import Evaluation, History, TrainState, _b64, _empty_partial, _unb64
+
 __all__ = [
     "OPTIMIZERS",
-    "Evaluation",
-    "History",
-    "TrainState",
+    "TrainingDiverged",
     "evaluate",
     "fit",
     "make_optimizer",
@@ -44,168 +48,122 @@ LR_SCHEDULES = ("constant", "cosine")
 # ----------------------------------------------------------------------------- records
 
 
-@dataclass
-class History:
-    """Per-epoch and per-step training records.
+class TrainingDiverged(FloatingPointError):
+    """A step produced a non-finite loss or parameter; training was rolled back before it.
 
     Attributes
     ----------
-    epoch : list of int
-        1-based epoch numbers, one entry per completed epoch.
-    train_loss, train_acc : list of float
-        Mean cross-entropy and accuracy over the epoch's training batches (train mode).
-    test_loss, test_acc : list of float
-        Loss and accuracy on the test split at the end of the epoch (eval mode); NaN when no
-        test split was given.
-    epoch_time : list of float
-        Wall-clock seconds spent in each epoch (training plus evaluation).
-    step_loss : list of float
-        Loss of every optimiser step, in order.
-    stopped : bool
-        True when the last call to :func:`fit` ended early on a stop request.
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)
-    step_loss: list[float] = field(default_factory=list)
-    stopped: bool = False
-
-    @property
-    def wall_time(self) -> float:
-        """Total seconds over the recorded epochs."""
-        return float(sum(self.epoch_time))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN written as None)."""
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, list):
-                out[k] = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> History:
-        """Inverse of :meth:`to_dict`."""
-        kw = {}
-        for name in cls.__dataclass_fields__:
-            if name not in d:
-                continue
-            v = d[name]
-            if isinstance(v, list) and name != "epoch":
-                v = [math.nan if x is None else float(x) for x in v]
-            elif name == "epoch":
-                v = [int(x) for x in v]
-            kw[name] = v
-        return cls(**kw)
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def __repr__(self) -> str:
-        if not self.epoch:
-            return f"History(0 epochs, {len(self.step_loss)} steps)"
-        last = f"train loss {self.train_loss[-1]:.4f}, test acc {self.test_acc[-1]:.4f}"
-        stop = ", stopped" if self.stopped else ""
-        return (
-            f"History({len(self.epoch)} epochs, {len(self.step_loss)} steps, {last}, "
-            f"{self.wall_time:.1f} s{stop})"
-        )
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Result of :func:`evaluate`: mean cross-entropy ``loss``, ``accuracy`` in [0, 1], ``n``."""
-
-    loss: float
-    accuracy: float
-    n: int
-
-
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.cpu().contiguous().numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
-
-
-@dataclass
-class TrainState:
-    """Everything besides the model's own weights that training needs to continue.
-
-    Attributes
-    ----------
-    optimizer : torch.optim.Optimizer
-        Built over the model's parameters after the model was moved to its device.
-    optimizer_name : str
-        ``"adam"``, ``"adamw"`` or ``"sgd"`` (used to rebuild it from a checkpoint).
-    lr : float
-        Base learning rate.
-    seed : int
-        Seed of data order and per-epoch random state.
     epoch : int
-        Completed epochs.
-    batch : int
-        Batches done in the current, incomplete epoch (0 at an epoch boundary).
+        1-based epoch of the failed step.
     step : int
-        Optimiser steps done in total.
-    history : History
-    partial : dict
-        Running sums of the incomplete epoch: ``loss_sum``, ``correct``, ``count``, ``time``.
-    rng : dict or None
-        Global random state inside the incomplete epoch (base64 of torch's byte states), so a
-        run stopped mid-epoch continues exactly.
+        1-based number of the failed step (the state holds ``step - 1`` completed steps).
+    batch : int
+        1-based batch of the failed step within its epoch.
+    what : str
+        ``"loss"`` or ``"parameter '<name>'"``.
+    lr : float
+        Learning rate of the failed step.
+    summary : str
+        What happened, without advice on how to continue.
     """
 
-    optimizer: torch.optim.Optimizer
-    optimizer_name: str
-    lr: float
-    seed: int
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    history: History = field(default_factory=History)
-    partial: dict = field(default_factory=lambda: _empty_partial())
-    rng: dict | None = None
-
-    @classmethod
-    def create(
-        cls,
-        model: nn.Module,
-        *,
-        lr: float,
-        seed: int,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-    ) -> TrainState:
-        """A fresh state with a new optimiser over ``model``'s trainable parameters."""
-        opt = make_optimizer(
-            model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum
-        )
-        return cls(optimizer=opt, optimizer_name=optimizer.lower(), lr=float(lr), seed=int(seed))
-
-    def to_meta(self) -> dict[str, Any]:
-        """JSON-ready description of everything but the optimiser's tensors."""
-        return {
-            "optimizer_name": self.optimizer_name,
-            "lr": self.lr,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "history": self.history.to_dict(),
-            "partial": dict(self.partial),
-            "rng": self.rng,
-        }
+    def __init__(self, message: str, *, summary: str, epoch: int, step: int, batch: int,
+                 what: str, lr: float):
+        super().__init__(message)
+        self.summary = summary
+        self.epoch, self.step, self.batch, self.what, self.lr = epoch, step, batch, what, lr
 
 
-def _empty_partial() -> dict:
-    return {"loss_sum": 0.0, "correct": 0, "count": 0, "time": 0.0}
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``d.copy_(s)`` for every pair, in one fused call where torch offers it."""
+    foreach_copy = getattr(torch, "_foreach_copy_", None)
+    groups: dict[tuple, tuple[list, list]] = {}
+    for d, s in zip(dst, src):
+        groups.setdefault((d.device, d.dtype, s.dtype), ([], []))
+        groups[(d.device, d.dtype, s.dtype)][0].append(d)
+        groups[(d.device, d.dtype, s.dtype)][1].append(s)
+    for ds, ss in groups.values():
+        if foreach_copy is not None:
+            foreach_copy(ds, ss)
+        else:  # pragma: no cover - older torch
+            for d, s in zip(ds, ss):
+                d.copy_(s)
+
+
+class _StepSnapshot:
+    """Copies of the parameters, buffers and optimiser state taken before each step.
+
+    Buffers are allocated once and refilled in place, so a snapshot costs one copy of the
+    training state per step and no allocation.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.tensors = [t for t in (*model.parameters(), *model.buffers())]
+        self.copies = [t.detach().clone() for t in self.tensors]
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.opt_copies: dict[int, dict[str, Any] | None] = {}
+
+    def take(self) -> None:
+        dst, src = list(self.copies), list(self.tensors)
+        for i, p in enumerate(self.params):
+            st = self.optimizer.state.get(p)
+            if not st:
+                self.opt_copies[i] = None
+                continue
+            saved = self.opt_copies.get(i) or {}
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    buf = saved.get(k)
+                    if isinstance(buf, torch.Tensor) and buf.shape == v.shape and \
+                            buf.dtype == v.dtype and buf.device == v.device:
+                        dst.append(buf)
+                        src.append(v)
+                    else:
+                        saved[k] = v.detach().clone()
+                else:
+                    saved[k] = v
+            self.opt_copies[i] = saved
+        with torch.no_grad():
+            _copy_all(dst, src)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t, c in zip(self.tensors, self.copies):
+                t.copy_(c)
+            for i, p in enumerate(self.params):
+                saved = self.opt_copies.get(i)
+                if saved is None:
+                    self.optimizer.state.pop(p, None)
+                    continue
+                st = self.optimizer.state[p]
+                for k in list(st):
+                    if k not in saved:
+                        del st[k]
+                for k, v in saved.items():
+                    if isinstance(v, torch.Tensor) and isinstance(st.get(k), torch.Tensor):
+                        st[k].copy_(v)
+                    else:
+                        st[k] = v.clone() if isinstance(v, torch.Tensor) else v
+
+
+def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """Name of the first tensor holding NaN or inf, or None (one device sync).
+
+    A sum is finite only if every term is, so one sum per tensor screens them all without a
+    boolean copy of each; only when a sum is not finite (which a sum of huge finite values can
+    also be) is every tensor checked exactly.
+    """
+    if not named:
+        return None
+    with torch.no_grad():
+        sums = torch.stack([t.detach().sum() for _, t in named])
+        if bool(torch.isfinite(sums).all()):
+            return None
+        flags = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(flags.all()):
+        return None
+    return named[int((~flags).nonzero()[0, 0])][0]
 
 
 def make_optimizer(
@@ -366,6 +324,8 @@ def fit(
     grad_clip: float | None = None,
     eval_batch_size: int = 1024,
     desc: str | None = None,
+    rollback: bool = True,
+    distributed: bool = False,
 ) -> History:
     """Train a classifier with cross-entropy, deterministically and resumably.
 
@@ -410,11 +370,31 @@ def fit(
     eval_batch_size : int, default 1024
     desc : str, optional
         Label of the progress bar.
+    rollback : bool, default True
+        Keep a copy of the parameters, buffers and optimiser state from before every step, so
+        that a diverged step is undone exactly (one extra copy of the training state in
+        memory, refreshed in place). With False a divergence is still detected and raised,
+        but the model keeps its non-finite values; the last checkpoint is then the last good
+        state.
+    distributed : bool, default False
+        Data-parallel over the running torch.distributed process group (see
+        :mod:`adntn_lab.train.distributed`): every rank calls ``fit`` with the same arguments,
+        takes its share of each global batch of ``batch_size`` examples and DDP averages the
+        gradients, so the steps, the history and the final weights equal a one-process run
+        up to float rounding. Only rank 0 shows the progress bar; callbacks run on every rank
+        and a stop request on any rank stops all of them.
 
     Returns
     -------
     History
         ``state.history``: all epochs so far, including those before a resume.
+
+    Raises
+    ------
+    TrainingDiverged
+        A step gave a non-finite loss or parameters. Model, optimiser and ``state`` are rolled
+        back to just before that step (``state.rng`` included), so ``state`` can be saved and
+        training resumed, e.g. with a lower learning rate (:meth:`TrainState.change_lr`).
     """
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -442,6 +422,12 @@ def fit(
     total_steps = epochs * num_batches
 
     model.to(device)
+    par = None
+    if distributed:
+        from .distributed import DataParallel
+
+        par = DataParallel(model, train_ds, batch_size=batch_size, seed=seed, device=device)
+    net = model if par is None else par.net
     if state is None:
         state = TrainState.create(
             model, lr=lr, seed=seed, optimizer=optimizer, weight_decay=weight_decay
@@ -472,7 +458,7 @@ def fit(
 
     bar = None
     remaining = max(total_steps - state.step, 0) if state.epoch < epochs else 0
-    if progress and remaining > 0:
+    if progress and remaining > 0 and (par is None or par.is_main):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc or "train",
@@ -481,15 +467,40 @@ def fit(
     cuda_devices = [device] if device.type == "cuda" else []
     stopped = False
     model.train()
+    snapshot = _StepSnapshot(model, state.optimizer) if rollback else None
+    param_names = {id(p): name for name, p in model.named_parameters()}
+    opt_params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    watched = [(param_names.get(id(p), f"#{i}"), p) for i, p in enumerate(opt_params)]
+
+    def diverged(what: str, value: str, epoch: int, cur_lr: float) -> TrainingDiverged:
+        step, batch = state.step + 1, state.batch + 1
+        if snapshot is not None:
+            snapshot.restore()
+            undone = f"model and optimiser are rolled back to the end of step {step - 1}"
+        else:
+            undone = "the model keeps the non-finite values (rollback=False)"
+        history.events.append({"event": "diverged", "epoch": epoch + 1, "step": step,
+                               "what": what, "lr": cur_lr})
+        summary = (f"training diverged at step {step} (epoch {epoch + 1}, batch {batch} of "
+                   f"{num_batches}): the {what} became {value} at learning rate {cur_lr:g}; "
+                   f"{undone}")
+        return TrainingDiverged(
+            f"{summary}. Continue from there with a lower learning rate "
+            "(state.change_lr(...), then fit(..., state=state)), or check the data and the "
+            "model's initial scale",
+            summary=summary, epoch=epoch + 1, step=step, batch=batch, what=what, lr=cur_lr,
+        )
     try:
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
             order = epoch_order(n, state.seed, epoch)
+            if par is not None:
+                par.set_epoch(epoch)
             with torch.random.fork_rng(devices=cuda_devices):
                 if state.batch == 0:
                     _rng_seed(derive_seed(state.seed, epoch, 1), device)
                     state.partial = _empty_partial()
-                    state.rng = None
+                    state.rng = _rng_capture(device)
                 else:
                     if state.rng is None:
                         raise ValueError("the state stops mid-epoch but holds no random state")
@@ -498,34 +509,47 @@ def fit(
                 part = state.partial
                 while state.batch < num_batches:
                     idx = order[state.batch * batch_size : (state.batch + 1) * batch_size]
+                    if par is not None:
+                        idx, n_global = par.batch(state.batch)
                     xb = x_train[idx].to(device, non_blocking=True)
                     yb = y_train[idx].to(device, non_blocking=True)
                     cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
                     for g in state.optimizer.param_groups:
                         g["lr"] = cur_lr
+                    if snapshot is not None:
+                        snapshot.take()
                     state.optimizer.zero_grad(set_to_none=True)
-                    logits = model(xb)
-                    loss = nn.functional.cross_entropy(logits, yb)
+                    logits = net(xb)
+                    if par is None:
+                        loss = nn.functional.cross_entropy(logits, yb)
+                    else:
+                        loss = par.loss(logits, yb, n_global)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss became {float(loss.detach())} at step {state.step} "
-                            f"(epoch {epoch + 1}); lower the learning rate or check the "
-                            "model's initial scale"
-                        )
+                        raise diverged("loss", str(float(loss.detach())), epoch, cur_lr)
                     loss.backward()
                     if grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                     state.optimizer.step()
+                    bad = _first_nonfinite(watched)
+                    if bad is not None:
+                        raise diverged(f"parameter {bad!r}", "NaN or infinite", epoch, cur_lr)
 
                     loss_v = float(loss.detach())
                     correct = int((logits.detach().argmax(dim=1) == yb).sum())
                     bs = len(yb)
+                    if par is not None:  # statistics of the whole global batch
+                        total, correct, bs = par.batch_metrics(
+                            loss_v * n_global / par.world_size, correct, bs)
+                        loss_v = total / bs
                     part["loss_sum"] += loss_v * bs
                     part["correct"] += correct
                     part["count"] += bs
                     history.step_loss.append(loss_v)
                     state.batch += 1
                     state.step += 1
+                    # the random state at the start of the next step: what a checkpoint
+                    # written now (or a rollback of the next step) needs
+                    state.rng = _rng_capture(device)
                     if bar is not None:
                         bar.update(1)
                         if state.step % 10 == 0 or state.batch == num_batches:
@@ -537,13 +561,14 @@ def fit(
                                  "lr": cur_lr})
                     if stop_event is not None and stop_event.is_set():
                         keep = False
+                    if par is not None:
+                        keep = par.agree(keep)
                     if not keep:
                         stopped = True
                         if state.batch < num_batches:
                             break
                 part["time"] += time.perf_counter() - t0
-                if state.batch < num_batches:  # stopped mid-epoch: keep the random state
-                    state.rng = _rng_capture(device)
+                if state.batch < num_batches:  # stopped mid-epoch: state.rng is current
                     break
 
             # epoch complete
@@ -576,6 +601,8 @@ def fit(
                          "test_acc": test_acc, "epoch_time": history.epoch_time[-1]})
             if stop_event is not None and stop_event.is_set():
                 keep = False
+            if par is not None:
+                keep = par.agree(keep)
             if not keep:
                 stopped = True
     finally:

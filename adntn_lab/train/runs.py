@@ -5,7 +5,8 @@ A run folder holds
 - ``config.json`` — the :class:`RunConfig`;
 - ``metrics.json`` — history, final accuracies, parameter counts, compressed-layer summary;
 - ``checkpoint.safetensors`` — model, optimiser and training position after the last epoch
-  (or the step at which training was stopped), see :mod:`.checkpoint`;
+  (or the step at which training was stopped, interrupted, rolled back after a divergence, or
+  every ``checkpoint_every`` steps), see :mod:`.checkpoint`;
 - ``curves.png`` — loss and accuracy curves.
 
 Strategies:
@@ -19,212 +20,86 @@ Strategies:
   :func:`adntn_lab.train.dmrg.dmrg_sweep`.
 
 Resuming (``resume=True``) rebuilds the model's structure from the stored configuration, loads the
-checkpoint and continues as if never interrupted.
+checkpoint and continues as if never interrupted. A run killed before its first checkpoint
+resumes from the start with the settings in its ``config.json``, never with other ones. Only
+``epochs``, ``device`` and ``lr`` may change on resume; a changed learning rate is recorded in the
+history's ``events`` (and so in ``metrics.json``).
+
+Nothing is lost on the way: a diverged step (NaN or inf) is rolled back and the last good state
+checkpointed (:class:`~adntn_lab.train.loop.TrainingDiverged` says how to continue); Ctrl-C
+(SIGINT) or SIGTERM stops after the current step, writes a checkpoint and raises
+:class:`RunInterrupted`;
+a failed write (a full disk) keeps the previous checkpoint and raises :class:`RunStorageError`.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import importlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..families import all_families, get_family
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .loop import LR_SCHEDULES, OPTIMIZERS, History, evaluate, fit
+from .checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .config import RESUMABLE_CHANGES, RunConfig, check_device
+from .loop import TrainingDiverged, evaluate, fit
+from .records import History
+from .strategies import (
+    base_model,
+    build_run_model,
+    compress_for_run,
+    fit_errors,
+    load_dmrg,
+    param_counts,
+    refresh_summary,
+    summary_rows,
+)
 
 __all__ = [
-    "DEFAULT_COMPRESS",
-    "StrategyUnavailableError",
-    "FAMILY_OPTIONS",
-    "STRATEGIES",
-    "RunConfig",
+    "RunInterrupted",
     "RunResult",
-    "build_run_model",
+    "RunStorageError",
+    "read_run_config",
     "run_training",
 ]
 
-STRATEGIES = ("e2e", "fit-finetune", "dmrg")
-DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2"),
-                    "wide-mlp": ("fc1", "fc2")}
-# options a run may set: every family's own (from the registry) and the tensorisation
-FAMILY_OPTIONS = (*sorted({o.name for f in all_families() for o in f.options} - {"bond_dim"}),
-                  "n_sites", "in_modes", "out_modes")
-DENSE = ("dense", "none")
-_HIDDEN_MODELS = ("fc2", "wide-mlp")
-# settings that may change between an interrupted run and its continuation
-_RESUMABLE_CHANGES = ("epochs", "device")
 
-
-def budget_build_options(family: str, budget: int, *, options: Mapping[str, Any] | None = None,
-                         activation: str | None = None, seed: int | None = None
-                         ) -> dict[str, Any]:
-    """Builder keywords of one sweep or run point: ``budget`` sets the family's knob.
-
-    The one translation from a budget value to options, shared by runs, sweeps and the
-    explorer, so that a row's ``bond_dim`` always rebuilds the generator it was trained with.
-    """
-    fam = get_family(family)
-    opts: dict[str, Any] = {} if seed is None else {"seed": seed}
-    if activation is not None:
-        opts["activation"] = activation
-    opts.update(options or {})
-    if fam.knob not in opts:
-        opts.update(fam.budget_options(budget))
-    return opts
-
-
-class StrategyUnavailableError(RuntimeError):
-    """The chosen training strategy is not available in this installation."""
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a training run (stored as ``config.json``).
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT) after writing a checkpoint.
 
     Attributes
     ----------
-    model : {"fc2", "lenet5", "vgg", "wide-mlp"}
-    dataset : str
-        See :func:`adntn_lab.data.load_dataset`.
-    family : str or None
-        Generator family for the compressed layers; None or ``"dense"`` trains the dense model.
-    compress : list of str or None
-        Layer-name patterns to compress; None means the model's default (``fc1`` for FC-2,
-        ``fc1`` and ``fc2`` for LeNet-5, the VGG and the wide MLP).
-    bond_dim : int
-    activation : str or None
-        Activation between stages; None takes the family's default (ReLU for the nonlinear
-        families; MPO and low-rank have none).
-    options : dict
-        Family options: ``depth``, ``pattern`` (brick-wall), ``rank`` (low-rank; defaults to
-        ``bond_dim``), ``n_cores`` (MPO), ``lateral`` (TTN, MERA).
-    strategy : {"e2e", "fit-finetune", "dmrg"}
-    epochs, lr, batch_size, seed : training settings; ``seed`` seeds the model's initialisation,
-        the generators and the data order.
-    optimizer : {"adam", "adamw", "sgd"}
-    weight_decay : float
-    lr_schedule : {"constant", "cosine"}
-    hidden : int or None
-        Hidden width of FC-2 (None: 256) or of the wide MLP (None: 4096).
-    dense_epochs, fit_steps : fit-finetune settings.
-    data_seed : int
-        Seed of the train/test split of the bundled datasets (0: the project's fixed split).
-    device : str
+    checkpoint : pathlib.Path or None
+        The checkpoint written (None without a run folder).
+    epoch, step : int
+        Completed epochs and steps at the stop.
+    signum : int
+        The signal: ``signal.SIGINT`` or ``signal.SIGTERM``.
     """
 
-    model: str = "fc2"
-    dataset: str = "mnist-5k"
-    family: str | None = None
-    compress: list[str] | None = None
-    bond_dim: int = 4
-    activation: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "e2e"
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = 0
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    hidden: int | None = None
-    dense_epochs: int = 2
-    fit_steps: int = 500
-    data_seed: int = 0
-    device: str = "cpu"
+    def __init__(self, message: str, *, checkpoint: Path | None, epoch: int, step: int,
+                 signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.checkpoint, self.epoch, self.step, self.signum = checkpoint, epoch, step, signum
 
-    def __post_init__(self):
-        self.model = str(self.model).lower()
-        if self.family is not None:
-            self.family = str(self.family).lower()
-            if self.family in DENSE:
-                self.family = None
-            else:
-                get_family(self.family)  # an unknown name is refused here, with the known ones
-        if self.compress is not None:
-            if isinstance(self.compress, str):
-                self.compress = [self.compress]
-            self.compress = [str(p) for p in self.compress]
-        unknown = set(self.options) - set(FAMILY_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown family options {sorted(unknown)}; known: {', '.join(FAMILY_OPTIONS)}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
-        if self.strategy != "e2e" and self.family is None:
-            raise ValueError(
-                f"strategy {self.strategy!r} compresses layers; give a family (e.g. 'ttn')"
-            )
-        if self.strategy == "dmrg" and self.family != "mpo":
-            raise ValueError("strategy 'dmrg' trains MPO cores by local sweeps; use family 'mpo'")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose {LR_SCHEDULES}")
-        for name in ("epochs", "batch_size", "bond_dim", "dense_epochs", "fit_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if self.epochs < 0 or self.dense_epochs < 0 or self.fit_steps < 0:
-            raise ValueError("epochs, dense_epochs and fit_steps must be >= 0")
-        if self.batch_size <= 0 or self.bond_dim <= 0:
-            raise ValueError(
-                f"batch_size and bond_dim must be positive, got {self.batch_size}, {self.bond_dim}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+    def __str__(self) -> str:
+        return str(self.args[0])
 
-    @property
-    def compress_patterns(self) -> list[str]:
-        """Layer patterns that are compressed (empty for a dense run)."""
-        if self.family is None:
-            return []
-        if self.compress is not None:
-            return list(self.compress)
-        return list(DEFAULT_COMPRESS.get(self.model, ("fc1",)))
 
-    def build_options(self) -> dict[str, Any]:
-        """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...).
-
-        ``bond_dim`` is the run's budget value: it sets the family's knob (the bond dimension,
-        the rank of ``lowrank``, the depth of ``brickwall``) unless ``options`` set the knob.
-        """
-        return budget_build_options(self.family, self.bond_dim, options=self.options,
-                                    activation=self.activation, seed=self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown run settings {sorted(unknown)}")
-        return cls(**dict(d))
-
-    @property
-    def label(self) -> str:
-        """Short human-readable name, e.g. ``fc2/mnist-5k ttn chi=4 seed=0``."""
-        if self.family is None:
-            kind = "dense"
-        else:
-            kind = f"{self.family} {get_family(self.family).knob_label}={self.bond_dim}"
-        return f"{self.model}/{self.dataset} {kind} seed={self.seed}"
+class RunStorageError(OSError):
+    """A file of the run folder could not be written; the previous checkpoint is intact."""
 
 
 @dataclass
@@ -239,97 +114,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- building
-
-
-def _compress(model: nn.Module, config: RunConfig, fit_steps: int) -> nn.Module:
-    from ..nn import compress_model
-
-    return compress_model(
-        model,
-        topology=config.family,
-        include=config.compress_patterns,
-        min_params=0,
-        fit_steps=fit_steps,
-        **config.build_options(),
-    )
-
-
-def _base_model(config: RunConfig, data) -> nn.Module:
-    from ..models import build_model
-
-    kwargs = {}
-    if config.hidden is not None:
-        if config.model not in _HIDDEN_MODELS:
-            raise ValueError("hidden sets the hidden width of the perceptrons; it applies to "
-                             f"models {', '.join(_HIDDEN_MODELS)} only, not {config.model!r}")
-        kwargs["hidden"] = config.hidden
-    torch.manual_seed(config.seed)
-    return build_model(config.model, data, **kwargs)
-
-
-def build_run_model(config: RunConfig, data) -> nn.Module:
-    """The model a run trains, freshly initialised from ``config.seed`` (compressed if asked).
-
-    For ``fit-finetune`` this is the structure only (generators not yet fitted); it is what a
-    checkpoint of that run is loaded into.
-    """
-    model = _base_model(config, data)
-    if config.family is not None:
-        model = _compress(model, config, fit_steps=0)
-    return model
-
-
-def param_counts(model: nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": int(total), "trainable": int(trainable)}
-
-
-def _summary(model: nn.Module) -> list[dict]:
-    rows = getattr(model, "adntn_summary", None) or []
-    out = []
-    for row in rows:
-        out.append({k: (v if isinstance(v, (int, float, str, bool, type(None))) else
-                        list(v) if isinstance(v, (tuple, list)) else str(v))
-                    for k, v in dict(row).items()})
-    return out
-
-
-def _refresh_summary(model: nn.Module, layers: list[dict]) -> None:
-    """Update ``params_after`` / ``ratio`` of compressed layers from their current generators."""
-    modules = dict(model.named_modules())
-    for row in layers:
-        gen = getattr(modules.get(row.get("name")), "generator", None)
-        if gen is not None and row.get("params_before"):
-            row["params_after"] = int(gen.num_params)
-            row["ratio"] = row["params_before"] / max(int(gen.num_params), 1)
-
-
-def _fit_errors(model: nn.Module) -> dict[str, float]:
-    errs = {}
-    for name, mod in model.named_modules():
-        e = getattr(mod, "fit_error", None)
-        if isinstance(e, (int, float)):
-            errs[name] = float(e)
-    return errs
-
-
-def _load_dmrg() -> Callable:
-    try:
-        mod = importlib.import_module("adntn_lab.train.dmrg")
-    except ImportError as exc:
-        raise StrategyUnavailableError(
-            "strategy 'dmrg' needs adntn_lab.train.dmrg, which is not available in this "
-            f"installation ({exc}); use strategy 'e2e' or 'fit-finetune'"
-        ) from exc
-    fn = getattr(mod, "dmrg_sweep", None)
-    if fn is None:
-        raise StrategyUnavailableError(
-            "adntn_lab.train.dmrg has no dmrg_sweep function; use strategy 'e2e' or "
-            "'fit-finetune'"
-        )
-    return fn
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -352,18 +136,99 @@ def write_json(path: Path, obj) -> None:
 def _check_resume_config(saved: Mapping[str, Any], config: RunConfig, path: Path) -> None:
     diffs = []
     now = config.to_dict()
+    try:
+        saved = RunConfig.from_dict(saved).to_dict()  # the same normal form as ``now``
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot resume {path}: its stored settings are invalid ({exc})") from None
     for key, old in saved.items():
-        if key in _RESUMABLE_CHANGES:
+        if key in RESUMABLE_CHANGES:
             continue
         if now.get(key) != old:
-            diffs.append(f"{key}: checkpoint {old!r}, now {now.get(key)!r}")
+            diffs.append(f"{key}: saved {old!r}, now {now.get(key)!r}")
     if diffs:
         raise ValueError(
             f"cannot resume {path}: the run was made with different settings ("
             + "; ".join(diffs)
-            + "). Only epochs and device may change on resume; use another output folder "
+            + "). Only epochs, device and lr may change on resume; use another output folder "
             "for a new run"
         )
+
+
+def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings stored in ``out_dir/config.json`` (None when the file does not exist).
+
+    Raises
+    ------
+    ValueError
+        The file is not a JSON object of run settings.
+    """
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it or start a new run in "
+                         "another folder") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} must hold a JSON object of run settings, got "
+                         f"{type(saved).__name__}")
+    try:
+        RunConfig.from_dict(saved)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} holds invalid run settings: {exc}") from None
+    return saved
+
+
+class _EitherEvent:
+    """Set when either of two events is set (the caller's stop request or Ctrl-C)."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+class _SignalsToStop:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM sets ``event`` instead of ending the
+    process, and remembers which arrived in ``signum``.
+
+    Training then stops after the current step and writes a checkpoint; a second signal acts
+    at once (the previous handlers are back). Only installed in the main thread (signals are
+    delivered there).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool):
+        self.event = threading.Event()
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, Any] = {}
+        self.signum: int | None = None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        self.event.set()
+        self._restore()
+
+    def _restore(self):
+        for sig, handler in self.previous.items():
+            # getsignal gives None for a handler installed outside Python
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL
+                          if sig != signal.SIGINT else signal.default_int_handler)
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._restore()
+        return False
 
 
 def run_training(
@@ -376,6 +241,9 @@ def run_training(
     callbacks: Sequence[Callable] | None = None,
     stop_event=None,
     log: Callable[[str], None] | None = print,
+    checkpoint_every: int | None = None,
+    catch_signals: bool = True,
+    distributed: bool = False,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -385,9 +253,11 @@ def run_training(
     out_dir : path, optional
         Run folder; nothing is written when None.
     resume : bool or path, default False
-        True: continue from ``out_dir/checkpoint.safetensors`` if it exists (a fresh start
-        otherwise); a path: continue from that checkpoint. The checkpoint's settings must equal
-        ``config`` except ``epochs`` and ``device``.
+        True: continue from ``out_dir/checkpoint.safetensors`` if it exists, or from the start
+        of the run described by ``out_dir/config.json`` when it was stopped before its first
+        checkpoint (a fresh start when the folder holds neither); a path: continue from that
+        checkpoint. The stored settings must equal ``config`` except ``epochs``, ``device`` and
+        ``lr``; a changed ``lr`` is recorded in the history's events.
     data : Dataset, optional
         Preloaded dataset (must match ``config.dataset``); loaded otherwise.
     progress : bool, default True
@@ -396,20 +266,57 @@ def run_training(
         Passed to :func:`~adntn_lab.train.loop.fit`.
     log : callable or None, default print
         Receives one-line status messages.
+    checkpoint_every : int, optional
+        Also write the checkpoint every this many optimiser steps (besides every epoch end),
+        so that a killed run loses at most that many steps.
+    catch_signals : bool, default True
+        In the main thread, the first Ctrl-C (SIGINT) or SIGTERM stops training after the
+        current step, writes the checkpoint and raises :class:`RunInterrupted`; a second one
+        acts at once.
+    distributed : bool, default False
+        Train data-parallel over the running torch.distributed process group (every rank
+        calls ``run_training`` with the same arguments; see
+        :mod:`adntn_lab.train.distributed`). Only rank 0 writes the run folder and logs; a
+        checkpoint written by any number of ranks resumes with any other number.
 
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    TrainingDiverged
+        A step went non-finite; the last good step is checkpointed and the message says how
+        to continue.
+    RunInterrupted
+        Ctrl-C; the checkpoint holds the last completed step.
+    RunStorageError
+        A run file could not be written (e.g. a full disk); the previous checkpoint is kept.
     """
     from ..data import load_dataset
 
-    say = log or (lambda _msg: None)
+    rank, world_size = 0, 1
+    if distributed:
+        from .distributed import world
+
+        if config.strategy == "dmrg":
+            raise ValueError("strategy 'dmrg' runs local sweeps in one process; train it "
+                             "without --nproc / distributed")
+        rank, world_size = world()
+    main = rank == 0  # rank 0 alone logs and writes the run folder
+    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+        or checkpoint_every <= 0
+    ):
+        raise ValueError(f"checkpoint_every must be a positive number of steps, got "
+                         f"{checkpoint_every!r}")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is an existing file; give a folder path "
+                         "(new or a run folder)")
     ckpt_path = out / "checkpoint.safetensors" if out is not None else None
-    if data is None:
-        data = load_dataset(config.dataset, seed=config.data_seed)
-    elif getattr(data, "name", config.dataset) != config.dataset:
-        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+    device = check_device(config.device)
 
     source = None
     if resume:
@@ -419,16 +326,26 @@ def run_training(
         if not source.exists():
             if not isinstance(resume, bool):
                 raise FileNotFoundError(f"no checkpoint to resume from at {source}")
-            source = None  # nothing to resume yet: start afresh
+            source = None  # no checkpoint yet: start afresh, with the run's own settings
+            saved = read_run_config(out)
+            if saved is not None:
+                _check_resume_config(saved, config, out / "config.json")
+                say(f"{out} has no checkpoint yet; training {config.label} from the start "
+                    "with its saved settings")
     elif ckpt_path is not None and ckpt_path.exists():
         raise ValueError(
             f"{out} already holds a run (checkpoint.safetensors); pass resume=True (--resume) "
             "to continue it, or choose another output folder"
         )
+    if out is not None and main:
+        stale = remove_stale_temporaries(out)
+        if stale:
+            say(f"removed {len(stale)} temporary file(s) left in {out} by interrupted saves")
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
+    if data is None:
+        data = load_dataset(config.dataset, seed=config.data_seed)
+    elif getattr(data, "name", config.dataset) != config.dataset:
+        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
 
     if source is not None and config.strategy == "dmrg":
         # local sweeps change bond dimensions and keep no resumable position: start again
@@ -436,7 +353,6 @@ def run_training(
             "from the start")
         source = None
 
-    device = torch.device(config.device)
     extra_metrics: dict[str, Any] = {"strategy": config.strategy}
     state = None
     if source is not None:
@@ -447,27 +363,40 @@ def run_training(
         ckpt.restore_model(model)
         model.to(device)
         state = ckpt.train_state(model)
-        extra_metrics.update((ckpt.extra or {}).get("metrics", {}))
-        say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}")
-    elif config.strategy == "fit-finetune":
-        dense = _base_model(config, data)
+        state.change_lr(config.lr)
+        stored = (ckpt.extra or {}).get("metrics", {})
+        if not isinstance(stored, dict):
+            raise ValueError(f"{source}: checkpoint metadata field 'extra.metrics' must be an "
+                             f"object, got {type(stored).__name__}; the file was edited")
+        extra_metrics.update(stored)
+        say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}"
+            + (f" with lr {config.lr:g}" if state.history.events
+               and state.history.events[-1].get("event") == "lr_changed"
+               and state.history.events[-1].get("step") == state.step else ""))
+    else:
+        # the structure first, so that a bad setting fails before anything is written
+        model = build_run_model(config, data)
+    if out is not None and main:
+        _write_run_file(out / "config.json", config.to_dict())
+
+    if source is None and config.strategy == "fit-finetune":
+        dense = base_model(config, data)
         if config.dense_epochs > 0:
             say(f"fit-finetune: training the dense {config.model} for {config.dense_epochs} "
                 "epoch(s)")
             dense_hist = fit(dense, data, epochs=config.dense_epochs, lr=config.lr,
                              batch_size=config.batch_size, seed=config.seed,
                              optimizer=config.optimizer, device=device, progress=progress,
-                             weight_decay=config.weight_decay, desc="dense")
+                             weight_decay=config.weight_decay, desc="dense",
+                             distributed=distributed)
             extra_metrics["dense_pretraining"] = dense_hist.to_dict()
         say(f"fit-finetune: fitting {config.family} generators to "
             f"{', '.join(config.compress_patterns)} ({config.fit_steps} steps)")
         dense.cpu()
-        model = _compress(dense, config, fit_steps=config.fit_steps)
-        extra_metrics["fit_errors"] = _fit_errors(model)
-    else:
-        model = build_run_model(config, data)
+        model = compress_for_run(dense, config, fit_steps=config.fit_steps)
+        extra_metrics["fit_errors"] = fit_errors(model)
 
-    layers = _summary(model)
+    layers = summary_rows(model)
     counts = param_counts(model)
 
     def metrics_now(history: History, complete: bool) -> dict:
@@ -479,6 +408,8 @@ def run_training(
             "compressed_layers": layers,
             "history": history.to_dict(),
             "wall_time": history.wall_time,
+            "world_size": world_size,
+            "events": list(history.events),
         }
         if history.epoch:
             m["final"] = {
@@ -492,22 +423,26 @@ def run_training(
         return m
 
     def save(state_, complete: bool) -> None:
-        if out is None:
+        if out is None or not main:  # rank 0 alone writes the run folder
             return
         m = metrics_now(state_.history, complete)
-        save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
-                        extra={"metrics": extra_metrics})
-        write_json(out / "metrics.json", m)
+        try:
+            save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
+                            extra={"metrics": extra_metrics})
+        except OSError as exc:
+            raise _storage_error(ckpt_path, exc) from exc
+        _write_run_file(out / "metrics.json", m)
 
     def on_event(ev: dict):
-        if ev["event"] == "epoch":
+        if ev["event"] in ("epoch", "end"):
             save(ev["state"], complete=ev["state"].epoch >= config.epochs)
-        elif ev["event"] == "end":
-            save(ev["state"], complete=ev["state"].epoch >= config.epochs)
+        elif (ev["event"] == "step" and checkpoint_every is not None
+              and ev["step"] % checkpoint_every == 0 and ev["batch"] < ev["num_batches"]):
+            save(ev["state"], complete=False)  # the epoch's last step is saved at its end
 
     t0 = time.perf_counter()
     if config.strategy == "dmrg":
-        dmrg_sweep = _load_dmrg()
+        dmrg_sweep = load_dmrg()
         model.to(device)
         history = dmrg_sweep(
             model,
@@ -526,18 +461,43 @@ def run_training(
         state = None
         # local sweeps adapt the bond dimensions: count the parameters again
         counts.update(param_counts(model))
-        _refresh_summary(model, layers)
+        refresh_summary(model, layers)
         if out is not None:
-            save_checkpoint(ckpt_path, model, None, config=config.to_dict())
-            write_json(out / "metrics.json", metrics_now(history, True))
+            try:
+                save_checkpoint(ckpt_path, model, None, config=config.to_dict())
+            except OSError as exc:
+                raise _storage_error(ckpt_path, exc) from exc
+            _write_run_file(out / "metrics.json", metrics_now(history, True))
     else:
-        history = fit(
-            model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-            seed=config.seed, optimizer=config.optimizer, device=device,
-            callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
-            stop_event=stop_event, weight_decay=config.weight_decay,
-            lr_schedule=config.lr_schedule, desc=config.label,
-        )
+        if state is None:
+            from .loop import TrainState
+
+            model.to(device)
+            state = TrainState.create(model, lr=config.lr, seed=config.seed,
+                                      optimizer=config.optimizer,
+                                      weight_decay=config.weight_decay)
+        with _SignalsToStop(catch_signals) as sigint:
+            try:
+                history = fit(
+                    model, data, epochs=config.epochs, lr=config.lr,
+                    batch_size=config.batch_size, seed=config.seed,
+                    optimizer=config.optimizer, device=device,
+                    callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
+                    stop_event=_EitherEvent(stop_event, sigint.event),
+                    weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
+                    desc=config.label, distributed=distributed,
+                )
+            except TrainingDiverged as exc:
+                raise _diverged(exc, config, out, state, save) from None
+        if sigint.event.is_set() and history.stopped:
+            where = f"; checkpoint {ckpt_path}" if out is not None else ""
+            how = (f"; continue with: adntn-lab train --out {out} --resume"
+                   if out is not None else "")
+            name = "SIGTERM" if sigint.signum == signal.SIGTERM else "Ctrl-C"
+            raise RunInterrupted(
+                f"interrupted ({name}) at epoch {state.epoch + 1}, step {state.step}{where}{how}",
+                checkpoint=ckpt_path, epoch=state.epoch, step=state.step, signum=sigint.signum,
+            )
     elapsed = time.perf_counter() - t0
 
     complete = len(history.epoch) >= config.epochs and not history.stopped
@@ -545,14 +505,52 @@ def run_training(
     if not history.epoch and data.test is not None:
         ev = evaluate(model, data.test, device=device)
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
-    if out is not None:
-        write_json(out / "metrics.json", metrics)
-        _write_curves(out / "curves.png", history, config)
+    if out is not None and main:
+        _write_run_file(out / "metrics.json", metrics)
+        try:
+            _write_curves(out / "curves.png", history, config)
+        except OSError as exc:
+            raise _storage_error(out / "curves.png", exc) from exc
     acc = metrics.get("final", {}).get("test_acc")
     say(f"{config.label}: {len(history.epoch)} epoch(s) in {elapsed:.1f} s"
         + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
         + (f" -> {out}" if out is not None else ""))
     return RunResult(config=config, model=model, history=history, metrics=metrics, out_dir=out)
+
+
+def _storage_error(path: Path, exc: OSError) -> RunStorageError:
+    reason = exc.strerror or str(exc)
+    err = RunStorageError(
+        exc.errno,
+        f"could not write {path}: {reason}; the previous checkpoint is kept. Free disk space "
+        "(or choose another output folder) and continue with resume (--resume)",
+    )
+    err.filename = None
+    return err
+
+
+def _write_run_file(path: Path, obj) -> None:
+    try:
+        write_json(path, obj)
+    except OSError as exc:
+        raise _storage_error(path, exc) from exc
+
+
+def _diverged(exc: TrainingDiverged, config: RunConfig, out: Path | None, state,
+              save: Callable) -> TrainingDiverged:
+    """Checkpoint the rolled-back state and say how to continue from it."""
+    lower = exc.lr / 10
+    if out is None:
+        how = (f"train again with a lower learning rate, e.g. lr={lower:g} (with an out_dir "
+               "the last good step is checkpointed and can be resumed)")
+    else:
+        save(state, complete=False)
+        how = (f"the checkpoint in {out} holds step {exc.step - 1}; continue with a lower "
+               f"learning rate: adntn-lab train --out {out} --resume --lr {lower:g}")
+    return TrainingDiverged(
+        f"{exc.summary}; {how}", summary=exc.summary, epoch=exc.epoch, step=exc.step,
+        batch=exc.batch, what=exc.what, lr=exc.lr,
+    )
 
 
 def _write_curves(path: Path, history: History, config: RunConfig) -> None:
@@ -565,8 +563,3 @@ def _write_curves(path: Path, history: History, config: RunConfig) -> None:
     os.replace(tmp, path)
 
 
-def copy_config(config: RunConfig, **changes) -> RunConfig:
-    """A copy of ``config`` with some settings replaced (validated again)."""
-    d = copy.deepcopy(config.to_dict())
-    d.update(changes)
-    return RunConfig.from_dict(d)
