@@ -37,6 +37,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
 N_TEST = 1000
+CHANCE = 0.11  # a run at or below this (10 classes) has collapsed: reported as such
 
 # FC-2: the frontier's frozen recipe (experiments/frontier), so the two studies compare
 FC2_RECIPE = dict(model="fc2", dataset="mnist-5k", optimizer="adam", lr_schedule="cosine",
@@ -307,6 +308,7 @@ def summarise(rows) -> list[dict]:
             "activation": rs[0]["cfg_activation"], "epochs": rs[0]["cfg_epochs"],
             "init": rs[0]["init"], "options": rs[0]["cfg_options"],
             "wall": float(np.mean([r["wall_time"] for r in rs])),
+            "at_chance": sum(r["test_acc"] <= CHANCE for r in rs),
         })
     return sorted(out, key=lambda c: (c["group"], c["params"]))
 
@@ -386,6 +388,10 @@ def compare(cells) -> list[dict]:
         se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
         verdict = ("a > b" if diff > 2 * se else "a < b" if diff < -2 * se
                    else "within noise")
+        notes = [f"{w}: {c['at_chance']} of {c['n']} seeds at chance"
+                 for w, c in (("a", a), ("b", b)) if c["at_chance"]]
+        if notes:
+            verdict += " (" + "; ".join(notes) + ")"
         out.append({"label": label, "a": a, "b": b, "diff": diff, "se": se,
                     "verdict": verdict})
     return out
@@ -441,8 +447,8 @@ def write_report(rows) -> None:
         gc = [c for c in cells if c["group"] == g]
         lines += [f"## {g}", "",
                   "| family | knob | params | compression | activation | epochs | init | "
-                  "test acc % | SE | n | s / run |",
-                  "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|"]
+                  "test acc % | SE | n | at chance | s / run |",
+                  "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|"]
         for c in gc:
             comp = "-" if not c["compression"] else f"{c['compression']:,.0f}×"
             knob = "-" if c["family"] == "dense" else f"{_knob(c['family'])}={c['knob']}"
@@ -452,7 +458,7 @@ def write_report(rows) -> None:
                 act = f"none ({act} named; M=1 has no inner stage)"
             lines.append(f"| {c['family']} | {knob} | {c['params']:,} | {comp} | {act} | "
                          f"{c['epochs']} | {c['init']} | {_fmt(c)} | {100 * c['se']:.2f} | "
-                         f"{c['n']} | {c['wall']:.0f} |")
+                         f"{c['n']} | {c['at_chance']} | {c['wall']:.0f} |")
         lines.append("")
     comps = compare(cells)
     if comps:
