@@ -50,7 +50,7 @@ TUNE_POINTS = (("ttn", 4), ("mpo", 3))
 
 
 def _base(recipe: dict, **changes):
-    from adntn_lab.train.runs import RunConfig
+    from adntn_lab.train.config import RunConfig
 
     return RunConfig(**{**recipe, **changes})
 
@@ -223,6 +223,7 @@ def stage_init(args) -> None:
     """Brick-wall with near-identity gates (run through run_training with a start callback, in
     the same row format as run_sweep; already finished points are skipped)."""
     from adntn_lab.data import load_dataset
+    from adntn_lab.train.config import copy_config
     from adntn_lab.train.runs import run_training
     from adntn_lab.train.sweep import _row, _write_csv, point_key, read_results
 
@@ -241,8 +242,6 @@ def stage_init(args) -> None:
                 key = point_key("brickwall", depth, seed)
                 if key in done:
                     continue
-                from adntn_lab.train.runs import copy_config
-
                 cfg = copy_config(base, family="brickwall", bond_dim=depth, seed=seed)
                 t0 = time.perf_counter()
                 res = run_training(cfg, out / key, resume=True, data=data, progress=False,
