@@ -481,10 +481,11 @@ def plot(cells) -> None:
 
     colours = {"ttn": "C0", "attn": "C1", "mera": "C2", "brickwall": "C3", "mpo": "C4",
                "lowrank": "C5"}
-    panels = [("wide MLP 784→4096→4096→10 (fc1 + fc2: 20.0 M weights)", ("wide", "wide-n16")),
-              ("FC-2 784→256→10 (fc1: 200,704 weights)", ("fc2",))]
+    panels = [("wide MLP 784→4096→4096→10 (fc1 + fc2: 20.0 M weights)", ("wide", "wide-n16"),
+               "wide-identity"),
+              ("FC-2 784→256→10 (fc1: 200,704 weights)", ("fc2",), "fc2-identity")]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, (title, groups) in zip(axes, panels, strict=True):
+    for ax, (title, groups, linear) in zip(axes, panels, strict=True):
         gc = [c for c in cells if c["group"] in groups]
         for c in gc:
             if c["family"] == "dense":
@@ -498,13 +499,21 @@ def plot(cells) -> None:
             ax.errorbar([c["params"] for c in fc], [100 * c["mean"] for c in fc],
                         yerr=[100 * c["se"] for c in fc], color=col, marker="o", capsize=3,
                         ls="--" if fam in ("mpo", "lowrank") else "-", label=fam)
+        for fam, col in colours.items():  # the same generators without activations
+            fc = sorted((c for c in cells if c["group"] == linear and c["family"] == fam
+                         and not (fam == "brickwall" and c["knob"] == 1)),
+                        key=lambda c: c["params"])
+            if fc:
+                ax.errorbar([c["params"] for c in fc], [100 * c["mean"] for c in fc],
+                            yerr=[100 * c["se"] for c in fc], color=col, marker="s",
+                            mfc="white", capsize=3, ls=":", label=f"{fam}, identity")
         ax.set_xscale("log")
         ax.set_xlabel("generator parameters (compressed layers)")
         ax.set_ylabel("test accuracy % (last epoch, error bar = SE)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         if gc:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(HERE / "frontier.png", dpi=110)
 
