@@ -162,52 +162,102 @@ class Generator:
         return params
 
     def calibrate(self, target_std: float | None = None) -> None:
-        """Rescale the cores in place: unit RMS before every activation, and ``W.std()`` equal
-        to ``target_std`` (PyTorch's default-init std for the dense layer by default)."""
+        """Rescale the cores in place: unit RMS before every activation, ``W.std()`` equal to
+        ``target_std`` (PyTorch's default-init std for the dense layer by default), zero-mean
+        ``W`` when the last activation is the identity, and balanced core scales.
+
+        Costs about two forward passes and one partial backward pass of the generator: one
+        pass rescales every group as it runs and, when the last stage is linear, takes the
+        gradient of ``W.mean()`` with respect to one last-stage core (to centre ``W``); one
+        more pass measures ``W.std()``, which a rescaling of the last stage then sets exactly.
+        Runs in torch (float32 for large networks, float64 for small ones), also inside
+        ``torch.no_grad()`` or ``torch.inference_mode()``.
+        """
+        import torch
+
         target = default_init_std(self.in_features) if target_std is None else target_std
+        # the calibration differentiates W.mean(): keep autograd on whatever the caller set
+        with torch.inference_mode(False), torch.enable_grad():
+            self._calibrate(float(target))
+        self._balance()
+
+    def _calibrate(self, target: float) -> None:
+        import torch
+
         params = self.params
         final_key = self.program.plan.final_key
+        # float32 is plenty for choosing the scales of a large network and halves its memory
+        # traffic; small networks use float64 so that W.std() hits the target to ~1e-12
+        padded = self.tensorization.padded_out * self.tensorization.padded_in
+        dtype = torch.float64 if padded <= _CALIBRATE_FLOAT64_MAX else torch.float32
 
         def trainable(group):
             return [n for n in group.stage_cores if not self.cores[n].constant]
+
+        def arrays(values):
+            return {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in values.items()}
 
         def hook(group, out):
             names = trainable(group)
             if not names or group.key == final_key:
                 return out
             act = self.activations[group.stage]
-            if np.any(out) and not np.any(act(out)):
+            if _is_dead(out, act):
                 # e.g. ReLU of an all-negative group: flip one core so the subtree is alive
                 params[names[0]] = -params[names[0]]
                 out = -out
-            rms = float(np.sqrt(np.mean(np.square(out, dtype=np.float64))))
-            if not np.isfinite(rms) or rms == 0.0:
+            rms = _rms(out)
+            if not math.isfinite(rms) or rms == 0.0:
                 return out
+            # each core belongs to one group, so rescaling the float64 masters after their
+            # group has run leaves the rest of this pass unaffected
             factor = rms ** (-1.0 / len(names))
             for n in names:
                 params[n] = params[n] * factor
             return out / rms
 
-        # float32 is plenty for choosing scales and halves the memory traffic of big networks;
-        # each core belongs to one group, so rescaling the float64 masters after their group
-        # has run leaves the rest of this pass unaffected
-        def single(values):
-            return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
-
-        self.program.run(single(params), hook=hook)
         names = trainable(self.program.groups[-1])
+        center = bool(names) and self.activations[-1].is_identity
+        values = arrays(params)
+        if center:
+            # W is linear in each last-stage core; the last of the largest ones is the cheapest
+            # to differentiate (a gate chain's last block)
+            core = max(reversed(names), key=lambda n: self.cores[n].size)
+            values[core].requires_grad_(True)
+        # mean and std do not depend on the order of W's entries: without padding to crop,
+        # take the physical tensor and skip reordering it into a matrix
+        tz = self.tensorization
+        physical = (tz.padded_out, tz.padded_in) == (tz.out_features, tz.in_features)
+        w = self.program.run(values, hook=hook, physical=physical)
         if not names:
             return
-        if self.activations[-1].is_identity:
-            self._center(names)
-        for _ in range(4):  # one pass is exact when the last activation is homogeneous
-            std = float(np.std(self.program.run(single(params)), dtype=np.float64))
-            if not np.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-6:
+        if center:
+            count = w.numel()
+            total = w.sum(dtype=torch.float64)
+            total.backward()
+            del w
+            g = values.pop(core).grad.double().numpy() / count
+            norm2 = float(np.sum(g * g))
+            mean = float(total.detach()) / count
+            if norm2 > 0.0 and math.isfinite(norm2) and math.isfinite(mean):
+                params[core] = params[core] - (mean / norm2) * g
+            with torch.no_grad():
+                w = self.program.run(arrays(params), physical=physical)
+        homogeneous = self.activations[-1].is_identity or \
+            self.activations[-1].positively_homogeneous
+        # one rescaling is exact when the last activation is homogeneous; others converge
+        # in a few passes
+        for attempt in range(1 if homogeneous else 4):
+            if attempt:
+                with torch.no_grad():
+                    w = self.program.run(arrays(params), physical=physical)
+            std = _std(w)
+            del w
+            if not math.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-9:
                 break
             factor = (target / std) ** (1.0 / len(names))
             for n in names:
                 params[n] = params[n] * factor
-        self._balance()
 
     def _balance(self) -> None:
         """Give every trainable core the same RMS without changing ``W``.
@@ -227,29 +277,6 @@ class Generator:
         common = float(np.exp(np.mean([np.log(r) for r in rms.values()])))
         for n in names:
             self.params[n] = self.params[n] * (common / rms[n])
-
-    def _center(self, names: list[str]) -> None:
-        """Make ``W`` zero-mean, like a dense layer's default init.
-
-        With ReLU inside a tree every tensor entering the root is non-negative, so ``W`` would
-        carry a coherent mean: every output unit sees the mean of a non-negative input with the
-        same sign, and most units start dead behind the next ReLU. The mean of ``W`` is a linear
-        function ``<g, c>`` of each last-stage core ``c``; removing ``c``'s component along
-        ``g`` zeroes it.
-        """
-        import torch
-
-        core = max(names, key=lambda n: self.cores[n].size)
-        arrays = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))
-                  for k, v in self.params.items()}
-        arrays[core].requires_grad_(True)
-        w = self.program.run(arrays)
-        mean = w.mean()
-        mean.backward()
-        g = arrays[core].grad.double().numpy()
-        norm2 = float(np.sum(g * g))
-        if norm2 > 0.0 and np.isfinite(norm2):
-            self.params[core] = self.params[core] - (float(mean.detach()) / norm2) * g
 
     def with_optimizer(self, optimize) -> Generator:
         """The same generator (sharing its values) planned with another path optimiser:
@@ -334,6 +361,44 @@ class Generator:
         from .draw import layout
 
         return layout(self)
+
+
+# weights with at most this many padded entries are calibrated in float64
+_CALIBRATE_FLOAT64_MAX = 1 << 20
+
+
+# a group output larger than this is first checked for a dead activation on a sample
+_DEAD_SAMPLE = 1 << 16
+
+
+def _is_dead(out, act) -> bool:
+    """Whether ``act`` zeroes a group output that is not zero (e.g. ReLU of an all-negative
+    group). Large outputs are tested on an evenly strided sample first: one live entry
+    settles it without a pass over the whole tensor."""
+    flat = out.detach().reshape(-1)
+    if flat.numel() > _DEAD_SAMPLE and bool(act(flat[:: flat.numel() // _DEAD_SAMPLE]).any()):
+        return False
+    return bool(flat.any()) and not bool(act(flat).any())
+
+
+def _rms(x) -> float:
+    """Root mean square of a torch tensor (in its own precision when that stays finite)."""
+    import torch
+
+    x = x.detach()
+    norm = float(torch.linalg.vector_norm(x))
+    if not math.isfinite(norm) or norm == 0.0:
+        norm = float(torch.linalg.vector_norm(x, dtype=torch.float64))
+    return norm / math.sqrt(x.numel())
+
+
+def _std(x) -> float:
+    """Standard deviation over all entries of a torch tensor."""
+    import torch
+
+    x = x.detach()
+    mean = float(x.sum(dtype=torch.float64)) / x.numel()
+    return math.sqrt(max(_rms(x) ** 2 - mean * mean, 0.0))
 
 
 # ---------------------------------------------------------------------- build
