@@ -12,6 +12,7 @@ from .engine.cost import CostReport
 from .engine.planning import plan_cache_info, set_plan_cache
 from .engine.program import MemoryLimitError, Program
 from .generator import Generator, Stage, build, default_init_std
+from .numerics import ConditioningWarning
 from .tensorize import Tensorization, qubit_tensorization, tensorize
 from .topologies import FAMILIES
 from .topologies.custom import from_graph
@@ -24,6 +25,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "allocator_status",
+    "ConditioningWarning",
     "CostReport",
     "FAMILIES",
     "Generator",

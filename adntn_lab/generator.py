@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ from . import topologies as topo
 from .activations import Activation, resolve_stage_activations
 from .engine.planning import plan_structure
 from .engine.program import Program
+from .numerics import MAX_CENTERING_GAIN, ConditioningWarning, check_depth, check_precision
 from .tensorize import (
     Tensorization,
     check_features,
@@ -82,6 +84,7 @@ class Generator:
         self.activations = resolve_stage_activations(
             activation, self.num_stages, blueprint.activated, self.family
         )
+        check_depth(self, stacklevel=3)
         self.program = Program(plan, self.tensorization, self.activations, optimize)
         self.params: dict[str, np.ndarray] = self._initial_params(seed)
         if calibrate:
@@ -154,9 +157,12 @@ class Generator:
     def _initial_params(self, seed) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
         params = {}
+        orthogonal_gates = self.family == "brickwall"
         for name, c in self.cores.items():
             if c.constant:
                 params[name] = np.array(self.blueprint.constants[name], dtype=np.float64)
+            elif orthogonal_gates and c.kind == "gate":
+                params[name] = _orthogonal_gate(rng, c.shape)
             else:
                 params[name] = rng.standard_normal(c.shape) / math.sqrt(c.fan_in)
         return params
@@ -233,16 +239,32 @@ class Generator:
             return
         if center:
             count = w.numel()
+            rms = _rms(w)
             total = w.sum(dtype=torch.float64)
             total.backward()
             del w
             g = values.pop(core).grad.double().numpy() / count
             norm2 = float(np.sum(g * g))
             mean = float(total.detach()) / count
+            before = params[core]
             if norm2 > 0.0 and math.isfinite(norm2) and math.isfinite(mean):
-                params[core] = params[core] - (mean / norm2) * g
+                params[core] = before - (mean / norm2) * g
             with torch.no_grad():
                 w = self.program.run(arrays(params), physical=physical)
+            # W = W_0 - a W_g: when the two nearly cancel, the centred W is their small
+            # difference and every rounding error of either grows by rms(W_0) / rms(W)
+            gain = rms / max(_rms(w), 1e-300)
+            if not gain <= MAX_CENTERING_GAIN:
+                params[core] = before
+                with torch.no_grad():
+                    w = self.program.run(arrays(params), physical=physical)
+                warnings.warn(
+                    f"W of this {self.family} generator is not centred at initialisation: its "
+                    f"mean ({mean:.3g}) can only be removed through core {core!r} by a "
+                    f"cancellation that would magnify rounding errors {gain:.3g}-fold, so W "
+                    "keeps its mean; give the last stage more parameters (a larger bond) or "
+                    "use an activation with negative values before it (tanh, leaky_relu)",
+                    ConditioningWarning, stacklevel=4)
         homogeneous = self.activations[-1].is_identity or \
             self.activations[-1].positively_homogeneous
         # one rescaling is exact when the last activation is homogeneous; others converge
@@ -311,6 +333,8 @@ class Generator:
         """
         from .engine.backends import to_backend
 
+        if dtype is not None:
+            check_precision(self, dtype)
         arrays = params if params is not None else to_backend(self.params, backend,
                                                              device=device, dtype=dtype)
         return self.program.run(arrays, memory_limit=memory_limit)
@@ -361,6 +385,20 @@ class Generator:
         from .draw import layout
 
         return layout(self)
+
+
+def _orthogonal_gate(rng, shape) -> np.ndarray:
+    """A Haar-random orthogonal gate of shape (d_a, d_b, d_a, d_b) (inputs, then outputs).
+
+    Gaussian gates make a deep brick-wall chaotic: the products of many random matrices have
+    exponentially spread singular values, so that float32 rounding or a 1e-9 change of the
+    cores changes W completely by depth 50. Orthogonal gates keep every linear layer an exact
+    isometry (as unitary circuits do), leaving only the activations to shape W.
+    """
+    n = math.prod(shape[:2])
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    q = q * np.sign(np.diag(r))  # the sign fix makes q Haar-distributed
+    return q.reshape(shape)
 
 
 # weights with at most this many padded entries are calibrated in float64

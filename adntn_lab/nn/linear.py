@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..generator import Generator, build
+from ..numerics import check_precision
 
 __all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight"]
 
@@ -33,6 +34,7 @@ class GeneratedWeight(nn.Module):
         super().__init__()
         self.generator = generator
         dtype = dtype or torch.get_default_dtype()
+        check_precision(generator, dtype)
         self.cores = nn.ParameterDict({
             name: nn.Parameter(torch.as_tensor(generator.params[name], dtype=dtype,
                                                device=device).clone())
