@@ -11,10 +11,11 @@ from .engine.allocator import allocator_status, tune_allocator, tune_from_enviro
 from .engine.cost import CostReport
 from .engine.planning import plan_cache_info, set_plan_cache
 from .engine.program import MemoryLimitError, Program
+from .families import FAMILIES, get_family
 from .generator import Generator, Stage, build, default_init_std
 from .numerics import ConditioningWarning
+from .resources import ResourceLimitError, set_memory_budget
 from .tensorize import Tensorization, qubit_tensorization, tensorize
-from .topologies import FAMILIES
 from .topologies.custom import from_graph
 
 tune_from_environment()  # opt-in only: a no-op unless ADNTN_LAB_ALLOCATOR=tuned
@@ -36,6 +37,9 @@ __all__ = [
     "build",
     "default_init_std",
     "from_graph",
+    "get_family",
+    "ResourceLimitError",
+    "set_memory_budget",
     "get_activation",
     "plan_cache_info",
     "qubit_tensorization",

@@ -16,15 +16,18 @@ Examples
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .families import FAMILIES, all_families
+
 __all__ = ["build_parser", "main"]
 
-FAMILY_CHOICES = ("ttn", "attn", "mera", "brickwall", "mpo", "lowrank", "dense")
+FAMILY_CHOICES = (*FAMILIES, "dense")
 TRAIN_DEFAULTS = {
     "model": "fc2",
     "dataset": "mnist-5k",
@@ -43,7 +46,9 @@ TRAIN_DEFAULTS = {
     "data_seed": 0,
     "device": "cpu",
 }
-_OPTION_FLAGS = ("depth", "pattern", "rank", "n_cores", "lateral", "n_sites")
+# every family option but the common bond dimension, plus the number of sites
+_OPTION_FLAGS = (*dict.fromkeys(o.name for f in all_families() for o in f.options
+                                if o.name != "bond_dim"), "n_sites")
 
 
 class CLIError(Exception):
@@ -81,14 +86,28 @@ def _add_family_options(p: argparse.ArgumentParser, *, with_family: bool) -> Non
                         "brickwall unless --depth is given")
     g.add_argument("--activation", help="activation between stages: identity, relu, leaky_relu, "
                    "tanh, gelu, silu (default: the family's, relu where it applies)")
-    g.add_argument("--depth", type=_positive_int, help="brickwall: number of gate layers")
-    g.add_argument("--pattern", choices=("staircase", "brickwall"), help="brickwall: gate order")
-    g.add_argument("--rank", type=_positive_int, help="lowrank: rank (default: the bond dim)")
-    g.add_argument("--n-cores", type=_positive_int, help="mpo: number of cores")
-    g.add_argument("--n-sites", type=_positive_int,
-                   help="ttn/attn/mera/mpo: number of sites (physical legs)")
-    g.add_argument("--lateral", action="store_true", default=None,
-                   help="ttn/mera: add lateral mixing tensors")
+    for name in _OPTION_FLAGS:
+        _add_option_flag(g, name)
+
+
+def _add_option_flag(g, name: str) -> None:
+    """``--NAME`` for a family option, typed and documented from the family registry."""
+    if name == "n_sites":
+        users = [f.name for f in all_families() if f.takes_modes]
+        g.add_argument("--n-sites", type=_positive_int,
+                       help=f"{'/'.join(users)}: number of sites (physical legs)")
+        return
+    owners = [f for f in all_families() if name in f.option_names]
+    opt = owners[0].option(name)
+    where = "/".join(f.name for f in owners)
+    flag = "--" + name.replace("_", "-")
+    if opt.kind == "bool":
+        g.add_argument(flag, action="store_true", default=None, help=f"{where}: {opt.help}")
+    elif opt.kind == "choice":
+        g.add_argument(flag, choices=opt.choices, help=f"{where}: {opt.help}")
+    else:
+        default = f" (default: {opt.default})" if opt.default is not None else ""
+        g.add_argument(flag, type=_positive_int, help=f"{where}: {opt.help}{default}")
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -119,6 +138,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     t.add_argument("--threads", type=_positive_int,
                    help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--tune-allocator", action="store_true",
+                   help="keep large freed tensors in the heap (glibc): 2-3x faster brick-wall "
+                        "steps at a higher peak memory (see the README's Performance section)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -261,11 +283,20 @@ def _cmd_costs(args) -> int:
     kwargs = dict(opts)
     if args.activation is not None:
         kwargs["activation"] = args.activation
-    if args.family == "lowrank":
-        kwargs.setdefault("rank", args.bond_dim or 4)
-    else:
-        kwargs["bond_dim"] = args.bond_dim or 4
-    gen = al.build(args.family, args.in_features, args.out_features, **kwargs)
+    if args.bond_dim is not None:  # the budget value, as in train and sweep
+        from .train.runs import budget_build_options
+
+        kwargs = budget_build_options(args.family, args.bond_dim, options=kwargs)
+    # a cost report needs shapes, not values: the cores are drawn but never calibrated, so W
+    # is not formed and only the cores themselves must fit in memory
+    from . import resources
+
+    shape_opts = {k: v for k, v in kwargs.items() if k != "activation"}
+    est = resources.estimate(args.family, args.in_features, args.out_features, **shape_opts)
+    cores = dataclasses.replace(est, largest_bytes=0, peak_bytes=est.params * 12)
+    resources.check(cores, what=f"the cores of this {args.family} generator")
+    gen = al.build(args.family, args.in_features, args.out_features, calibrate=False,
+                   memory_budget="none", **kwargs)
     report = gen.cost(batch_size=args.batch_size, schedule=args.schedule,
                       memory_limit=args.memory_limit)
     if args.json:
@@ -336,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    if getattr(args, "tune_allocator", False):
+        from .engine.allocator import tune_allocator
+
+        tune_allocator()
     try:
         return _COMMANDS[args.command](args)
     except (CLIError, ValueError, FileNotFoundError, DatasetUnavailableError,

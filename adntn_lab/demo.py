@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .utils import format_bytes, format_count
+
 __all__ = ["DEFAULT_OUT", "run_demo"]
 
 DEFAULT_OUT = Path("demo_output") / "demo.png"
@@ -27,20 +29,6 @@ IN_FEATURES, HIDDEN = 784, 256
 BATCH = 64
 EPOCHS, LR = 20, 5e-3
 QUICK_TRAIN, QUICK_EPOCHS = 640, 2
-
-
-def _fmt_count(n: float) -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {suffix}"
-    return f"{n:.3g}"
-
-
-def _fmt_bytes(n: float) -> str:
-    for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.3g} {suffix}"
-    return f"{int(n)} B"
 
 
 def _table(headers: list[str], rows: list[list[str]], align: str) -> str:
@@ -68,8 +56,8 @@ def family_costs(bond_dim: int = 4, batch_size: int = BATCH) -> list[dict[str, A
 
     rows = []
     for fam in al.FAMILIES:
-        kw = {"rank": bond_dim} if fam == "lowrank" else {"bond_dim": bond_dim}
-        gen = al.build(fam, IN_FEATURES, HIDDEN, **kw)
+        # bond_dim is the rank of lowrank; brick-wall keeps its default depth
+        gen = al.build(fam, IN_FEATURES, HIDDEN, bond_dim=bond_dim)
         gen_cost = gen.cost()
         run_cost = gen.cost(batch_size=batch_size)
         rows.append({
@@ -176,12 +164,12 @@ def _run(out, family, bond_dim, epochs, seed, quick, progress, print_fn) -> dict
     for c in costs:
         rows.append([
             c["family"], f"{c['params']:,}", f"{c['compression']:,.1f}x",
-            _fmt_count(c["gen_flops"]), _fmt_bytes(c["gen_peak_bytes"]),
-            _fmt_count(c["batch_flops"]), c["batch_schedule"],
+            format_count(c["gen_flops"]), format_bytes(c["gen_peak_bytes"]),
+            format_count(c["batch_flops"]), c["batch_schedule"],
             f"{c['batch_flops'] / c['dense_flops']:.2f}x",
         ])
-    rows.append(["dense", f"{dense_weights:,}", "1.0x", "-", _fmt_bytes(4 * dense_weights),
-                 _fmt_count(costs[0]["dense_flops"]), "matmul", "1.00x"])
+    rows.append(["dense", f"{dense_weights:,}", "1.0x", "-", format_bytes(4 * dense_weights),
+                 format_count(costs[0]["dense_flops"]), "matmul", "1.00x"])
     say(_table(headers, rows, "<>>>>><>"))
     say("gen = generating W once; B=64 = generating W and applying it to 64 inputs with the "
         "cheaper schedule (FLOPs count multiply and add)")
@@ -202,8 +190,8 @@ def _run(out, family, bond_dim, epochs, seed, quick, progress, print_fn) -> dict
 
     torch.manual_seed(seed)
     dense = FC2(IN_FEATURES, HIDDEN, 10)
-    kw = {"rank": chi} if family == "lowrank" else {"bond_dim": chi}
-    compressed = compress_model(dense, family, include=["fc1"], min_params=0, seed=seed, **kw)
+    compressed = compress_model(dense, family, include=["fc1"], min_params=0, seed=seed,
+                                bond_dim=chi)
     gen = compressed.fc1.generator
     results = {}
     for label, model in ((f"FC-2 + {family}", compressed), ("FC-2 dense", dense)):

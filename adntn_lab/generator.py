@@ -8,18 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import topologies as topo
 from .activations import Activation, resolve_stage_activations
 from .engine.planning import plan_structure
 from .engine.program import Program
 from .numerics import MAX_CENTERING_GAIN, ConditioningWarning, check_depth, check_precision
-from .tensorize import (
-    Tensorization,
-    check_features,
-    default_n_sites,
-    qubit_tensorization,
-    tensorize,
-)
+from .tensorize import Tensorization, check_features
 from .topologies import Blueprint, CoreSpec
 
 __all__ = ["Generator", "Stage", "build", "default_init_std"]
@@ -66,10 +59,13 @@ class Generator:
     calibrate : bool
         Rescale the initial cores so that each group's pre-activation has unit RMS and ``W``
         has the standard deviation of PyTorch's default init for the dense layer.
+    memory_budget : int or str, optional
+        Bytes this generator may take to build (see :mod:`adntn_lab.resources`); checked from
+        the structure before any core is allocated.
     """
 
     def __init__(self, blueprint: Blueprint, activation=None, *, seed: int = 0,
-                 optimize="auto", calibrate: bool = True):
+                 optimize="auto", calibrate: bool = True, memory_budget=None):
         self.blueprint = blueprint
         self.family = blueprint.family
         self.tensorization: Tensorization = blueprint.tensorization
@@ -86,6 +82,7 @@ class Generator:
         )
         check_depth(self, stacklevel=3)
         self.program = Program(plan, self.tensorization, self.activations, optimize)
+        self._check_resources(memory_budget)
         self.params: dict[str, np.ndarray] = self._initial_params(seed)
         if calibrate:
             self.calibrate()
@@ -152,6 +149,21 @@ class Generator:
         return (f"Generator({self.family}, {o}x{i}, sites={self.tensorization.site_dims}, "
                 f"stages={self.num_stages} [{acts}], params={self.num_params:,}, "
                 f"compression={self.compression_ratio:,.1f}x)")
+
+    def resource_estimate(self):
+        """:class:`~adntn_lab.resources.ResourceEstimate` of this structure (shapes only)."""
+        from .resources import estimate_from
+
+        size = self.program.size_dict
+        largest = max((math.prod(size[i] for i in g.output) for g in self.program.plan.groups),
+                      default=0)
+        return estimate_from(self.num_params, self.tensorization, largest)
+
+    def _check_resources(self, budget) -> None:
+        from .resources import check
+
+        check(self.resource_estimate(), budget=budget,
+              what=f"this {self.family} generator ({self.out_features}x{self.in_features})")
 
     # ------------------------------------------------------------------ values
     def _initial_params(self, seed) -> dict[str, np.ndarray]:
@@ -333,6 +345,9 @@ class Generator:
         """
         from .engine.backends import to_backend
 
+        if dtype is not None and not np.issubdtype(_numpy_dtype(dtype), np.floating):
+            raise TypeError(f"weight(dtype={dtype!r}): W is generated in floating point; use "
+                            "a float dtype (float16, float32 or float64), not an integer one")
         if dtype is not None:
             check_precision(self, dtype)
         arrays = params if params is not None else to_backend(self.params, backend,
@@ -439,52 +454,30 @@ def _std(x) -> float:
     return math.sqrt(max(_rms(x) ** 2 - mean * mean, 0.0))
 
 
+def _numpy_dtype(dtype) -> np.dtype:
+    """``dtype`` (numpy, torch or a name) as a numpy dtype, for checking its kind."""
+    name = str(dtype).removeprefix("torch.")
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype("float32" if name == "bfloat16" else name)
+
+
 # ---------------------------------------------------------------------- build
-_FAMILY_OPTIONS = {
-    "ttn": {"lateral"},
-    "attn": {"lateral"},
-    "mera": {"lateral"},
-    "brickwall": {"depth", "pattern"},
-    "mpo": {"n_cores"},
-    "lowrank": {"rank"},
-}
-
-
-def _tensorization(family, out_features, in_features, n_sites, out_modes, in_modes):
-    if family == "brickwall":
-        if out_modes is not None or in_modes is not None or n_sites is not None:
-            raise ValueError("brickwall chooses its own qubit legs; leave out_modes, in_modes "
-                             "and n_sites unset")
-        return qubit_tensorization(out_features, in_features)
-    if family == "lowrank":
-        if out_modes is not None or in_modes is not None or n_sites is not None:
-            raise ValueError("lowrank has no modes; leave out_modes, in_modes and n_sites unset")
-        tz = tensorize(out_features, in_features, n_sites=1)
-        return Tensorization(tz.out_features, tz.in_features, (tz.out_features, 1),
-                             (1, tz.in_features))
-    if family == "mera" and n_sites is None and out_modes is None and in_modes is None:
-        guess = math.log2(max(out_features, 1) * max(in_features, 1)) / 2.0
-        # at least 8 sites, so that the MERA has a nonlinear level
-        n_sites = 1 << max(3, round(math.log2(max(guess, 1.0))))
-    leg = 4.0 if family == "attn" else 16.0
-    if n_sites is None and out_modes is None and in_modes is None and family in ("ttn", "attn"):
-        # at least 3 sites, so that the tree has a nonlinear level
-        n_sites = max(3, default_n_sites(out_features, in_features, leg))
-    return tensorize(out_features, in_features, n_sites=n_sites, out_modes=out_modes,
-                     in_modes=in_modes, leg_dim=leg)
-
-
-def build(family: str, in_features: int, out_features: int, *, bond_dim: int = 4,
+def build(family: str, in_features: int, out_features: int, *, bond_dim=None,
           activation=None, in_modes=None, out_modes=None, n_sites=None, seed: int = 0,
-          optimize="auto", calibrate: bool = True, **options) -> Generator:
+          optimize="auto", calibrate: bool = True, memory_budget=None,
+          **options) -> Generator:
     """Build a generator of a weight of shape ``(out_features, in_features)``.
 
     Parameters
     ----------
     family : {"ttn", "attn", "mera", "brickwall", "mpo", "lowrank"}
+        See :data:`adntn_lab.FAMILIES` and :mod:`adntn_lab.families`.
     in_features, out_features : int
-    bond_dim : int
-        Bond dimension chi (the rank for ``lowrank`` unless ``rank`` is given).
+    bond_dim : int, optional
+        Bond dimension chi (4 by default; the rank for ``lowrank`` unless ``rank`` is given;
+        brick-wall has none).
     activation : str, callable or sequence, optional
         ``relu`` by default for the nonlinear families; one per stage as a sequence.
     in_modes, out_modes : sequence of int, optional
@@ -493,42 +486,37 @@ def build(family: str, in_features: int, out_features: int, *, bond_dim: int = 4
         Number of sites (``n_cores`` for ``mpo``).
     seed : int
     optimize : str or cotengra optimizer
+    calibrate : bool
+        Rescale the initial cores (see :meth:`Generator.calibrate`).
+    memory_budget : int or str, optional
+        Bytes (or ``"8GiB"``) this design may take; by default half the available memory
+        (see :mod:`adntn_lab.resources`). A design over it raises
+        :class:`~adntn_lab.resources.ResourceLimitError` before anything is allocated.
     **options
-        ``lateral`` (ttn, attn, mera), ``depth`` and ``pattern`` (brickwall), ``n_cores``
-        (mpo), ``rank`` (lowrank).
+        The family's options: ``lateral`` (ttn, attn, mera), ``depth`` and ``pattern``
+        (brickwall), ``n_cores`` (mpo), ``rank`` (lowrank).
 
     Returns
     -------
     Generator
     """
-    if not isinstance(family, str) or family.lower() not in _FAMILY_OPTIONS:
-        raise ValueError(
-            f"unknown family {family!r}; use one of {', '.join(topo.FAMILIES)}, or "
-            "al.from_graph(...) for a custom network"
-        )
-    family = family.lower()
-    unknown = set(options) - _FAMILY_OPTIONS[family]
-    if unknown:
-        allowed = sorted(_FAMILY_OPTIONS[family]) or ["none"]
-        raise TypeError(f"{family} got unexpected option(s) {sorted(unknown)}; its options are "
-                        f"{', '.join(allowed)} (plus bond_dim, activation, modes, n_sites, seed)")
-    if family == "mpo" and options.get("n_cores") is not None:
-        if n_sites is not None and n_sites != options["n_cores"]:
-            raise ValueError("give either n_cores or n_sites for mpo, not both")
-        n_sites = options["n_cores"]
+    from . import resources
+    from .families import get_family
+
+    fam = get_family(family)
+    opts = fam.resolve_options({"bond_dim": bond_dim, **options})
     in_features = check_features("in_features", in_features)
     out_features = check_features("out_features", out_features)
-    tz = _tensorization(family, out_features, in_features, n_sites, out_modes, in_modes)
-    if family in ("ttn", "attn", "mera"):
-        blueprint = getattr(topo, f"build_{family}")(tz, bond_dim=bond_dim,
-                                                     lateral=bool(options.get("lateral", False)))
-    elif family == "brickwall":
-        blueprint = topo.build_brickwall(tz, depth=options.get("depth", 3),
-                                         pattern=options.get("pattern", "staircase"))
-    elif family == "mpo":
-        blueprint = topo.build_mpo(tz, bond_dim=bond_dim)
-    else:
-        blueprint = topo.build_lowrank(tz, rank=options.get("rank", bond_dim))
+    tz = fam.tensorize(out_features, in_features, n_sites=n_sites, out_modes=out_modes,
+                       in_modes=in_modes, options=opts)
+    est = resources.estimate_from(fam.num_params(tz, opts), tz)
+    if resources.memory_budget(memory_budget) is not None:
+        smaller = resources.largest_fitting(fam, tz, opts, memory_budget)
+        hint = None if smaller is None else f"{fam.knob}={smaller}"
+        resources.check(est, budget=memory_budget, what=f"{fam.name} {out_features}x"
+                        f"{in_features} with {fam.knob}={opts.get(fam.knob)}", suggestion=hint)
+    blueprint = fam.blueprint(tz, opts)
     if activation is None and blueprint.activated:
         activation = "relu"
-    return Generator(blueprint, activation, seed=seed, optimize=optimize, calibrate=calibrate)
+    return Generator(blueprint, activation, seed=seed, optimize=optimize, calibrate=calibrate,
+                     memory_budget=memory_budget)

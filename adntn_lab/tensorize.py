@@ -37,23 +37,90 @@ def check_features(name: str, value) -> int:
     return int(value)
 
 
+# loop steps one exact factorisation may take before the greedy one is used instead: the
+# exact search is exponential in the number of factors, and a layer of 10^9 features would
+# otherwise hang here (every size the exact search finishes keeps its exact result)
+_EXACT_BUDGET = 200_000
+# and all of them together, over the padded sizes one call of balanced_factors tries
+_TOTAL_BUDGET = 3_000_000
+
+
 @lru_cache(maxsize=4096)
-def _most_balanced(n: int, k: int, smallest: int = 1) -> tuple[int, ...] | None:
-    """Most balanced factorisation of ``n`` into ``k`` non-decreasing factors >= ``smallest``."""
-    if k == 1:
-        return (n,) if n >= smallest else None
-    best, best_ratio = None, math.inf
-    target = n ** (1.0 / k)
-    f = smallest
-    while f <= target + 1e-9:
-        if n % f == 0:
-            rest = _most_balanced(n // f, k - 1, f)
-            if rest is not None:
-                ratio = rest[-1] / f
-                if ratio < best_ratio:
-                    best, best_ratio = (f, *rest), ratio
-        f += 1
-    return best
+def _most_balanced(n: int, k: int, smallest: int = 1) -> tuple[tuple[int, ...] | None, int]:
+    """Most balanced factorisation of ``n`` into ``k`` non-decreasing factors >= ``smallest``
+    (None when there is none, ``_OVER_BUDGET`` when the search ran out of steps), and the
+    number of steps the search took."""
+    steps = [0]
+    memo: dict[tuple[int, int, int], tuple[int, ...] | None] = {}
+
+    def search(n: int, k: int, smallest: int):
+        key = (n, k, smallest)
+        if key in memo:
+            return memo[key]
+        if k == 1:
+            return (n,) if n >= smallest else None
+        best, best_ratio = None, math.inf
+        target = n ** (1.0 / k)
+        f = smallest
+        while f <= target + 1e-9:
+            steps[0] += 1
+            if steps[0] > _EXACT_BUDGET:
+                raise _OverBudget
+            if n % f == 0:
+                rest = search(n // f, k - 1, f)
+                if rest is not None:
+                    ratio = rest[-1] / f
+                    if ratio < best_ratio:
+                        best, best_ratio = (f, *rest), ratio
+            f += 1
+        memo[key] = best
+        return best
+
+    try:
+        return search(n, k, smallest), steps[0]
+    except _OverBudget:
+        return _OVER_BUDGET, steps[0]
+
+
+class _OverBudget(Exception):
+    pass
+
+
+_OVER_BUDGET = ()  # what _most_balanced returns when its search ran out of steps
+
+
+def _prime_factors(n: int) -> list[int]:
+    out, f = [], 2
+    while f * f <= n:
+        while n % f == 0:
+            out.append(f)
+            n //= f
+        f += 1 if f == 2 else 2
+    if n > 1:
+        out.append(n)
+    return out
+
+
+def _greedy_padded(n: int, k: int, best, best_score) -> tuple[int, ...]:
+    """:func:`balanced_factors` for numbers too large for the exact search."""
+    for m in range(n, min(2 * n, n + 512) + 1):
+        pad = math.log(m / n)
+        if pad >= best_score:
+            break
+        fac = _greedy_balanced(m, k)
+        score = pad + _IMBALANCE_WEIGHT * math.log(fac[-1] / fac[0])
+        if score < best_score:
+            best, best_score = fac, score
+    return tuple(sorted(best, reverse=True))
+
+
+def _greedy_balanced(n: int, k: int) -> tuple[int, ...]:
+    """Balanced factors of ``n`` by placing each prime, largest first, on the smallest factor."""
+    factors = [1] * k
+    for p in sorted(_prime_factors(n), reverse=True):
+        i = min(range(k), key=factors.__getitem__)
+        factors[i] *= p
+    return tuple(sorted(factors))
 
 
 def balanced_factors(n: int, k: int) -> tuple[int, ...]:
@@ -88,11 +155,16 @@ def balanced_factors(n: int, k: int) -> tuple[int, ...]:
             )
             break
     limit = min(2 * n, n + 4096)
+    spent = 0
     for m in range(n, limit + 1):
         pad = math.log(m / n)
         if pad >= best_score:
             break
-        fac = _most_balanced(m, k)
+        fac, steps = _most_balanced(m, k)
+        spent += steps
+        if fac == _OVER_BUDGET or spent > _TOTAL_BUDGET:
+            # too large for the exact search: place primes greedily over a short padding range
+            return _greedy_padded(n, k, best, best_score)
         if fac is None:
             continue
         score = pad + _IMBALANCE_WEIGHT * math.log(fac[-1] / fac[0])
@@ -188,11 +260,13 @@ def _torch_unshuffle():
 
     class Unshuffle(torch.autograd.Function):
         @staticmethod
+        @torch.amp.custom_fwd(device_type="cpu")
         def forward(ctx, wp, tz):
             ctx.tz = tz
             return _unshuffle_forward(wp, tz)
 
         @staticmethod
+        @torch.amp.custom_bwd(device_type="cpu")
         def backward(ctx, grad):
             return _unshuffle_backward(grad, ctx.tz), None
 

@@ -9,7 +9,7 @@
 # run, it only checks the venv and returns within a second.
 #
 # Environment:
-#   PYTHON       interpreter used to create the venv (default: python3; needs >= 3.10)
+#   PYTHON       interpreter used to create the venv (default: python3; needs >= 3.11)
 #   TORCH_SPEC   pip requirement for torch when it is missing (default: torch==2.13.0)
 #   ADNTN_FORCE_SETUP=1   reinstall even when the venv looks up to date
 set -euo pipefail
@@ -26,12 +26,12 @@ VPY="$VENV/bin/python"
 STAMP="$VENV/.adntn-setup-stamp"
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  echo "setup: '$PYTHON' not found; install Python >= 3.10 or point PYTHON at one." >&2
+  echo "setup: '$PYTHON' not found; install Python >= 3.11 or point PYTHON at one." >&2
   exit 1
 fi
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "setup: $("$PYTHON" --version 2>&1) is too old; adntn_lab needs Python >= 3.10" \
-       "(set PYTHON=python3.11, for example)." >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: $("$PYTHON" --version 2>&1) is too old; adntn_lab needs Python >= 3.11" \
+       "(set PYTHON=python3.12, for example)." >&2
   exit 1
 fi
 

@@ -31,3 +31,34 @@ def test_memory_first_nests_and_restores():
                                                                else 0)
     assert allocator._memory_first_depth == before
     allocator.release_free_memory()  # harmless at any time
+
+
+def test_importing_the_package_leaves_malloc_alone():
+    """Tuning changes malloc for the whole process, so it happens only when asked for."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "ADNTN_LAB_ALLOCATOR"}
+    code = "import adntn_lab as al; print(al.allocator_status()['tuned'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)
+    assert out.stdout.strip() == "False"
+    if sys.platform.startswith("linux"):
+        env["ADNTN_LAB_ALLOCATOR"] = "tuned"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+        assert out.stdout.strip() == "True"
+
+
+def test_cli_flag_opts_in(monkeypatch):
+    from adntn_lab import cli
+
+    called = []
+    monkeypatch.setattr(allocator, "tune_allocator", lambda *a: called.append(a) or True)
+    monkeypatch.setitem(cli._COMMANDS, "costs", lambda args: 0)
+    assert cli.main(["costs", "--family", "ttn", "--in-features", "16",
+                     "--out-features", "16"]) == 0
+    assert called == []
+    monkeypatch.setitem(cli._COMMANDS, "train", lambda args: 0)
+    assert cli.main(["train", "--tune-allocator"]) == 0
+    assert called == [()]

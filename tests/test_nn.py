@@ -377,3 +377,105 @@ def test_auto_schedule_uses_the_model_alone_when_not_training_or_told_so(monkeyp
     layer(torch.randn(8, 256))
     model = {b: layer.generator.cost(b, "auto").schedule for b in (32, 16, 8)}
     assert {b: layer.schedule_for(b) for b in (32, 16, 8)} == model
+
+
+# ---------------------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_layers_build_under_no_grad_and_inference_mode(mode):
+    import adntn_lab as al
+
+    with mode():
+        gen = al.build("ttn", 64, 32, bond_dim=3)  # calibration centres W with a gradient
+        lin = ADNTNLinear(64, 32, bond_dim=3)
+        conv = ADNTNConv2d(3, 8, 3, bond_dim=2)
+        fitted = ADNTNLinear.from_linear(nn.Linear(64, 32), "lowrank", rank=4)
+    reference = al.build("ttn", 64, 32, bond_dim=3)
+    np.testing.assert_array_equal(gen.weight(), reference.weight())
+    for layer in (lin, conv, fitted):
+        for p in layer.parameters():
+            assert isinstance(p, nn.Parameter) and p.requires_grad and not p.is_inference()
+    # ordinary trainable parameters: an optimiser may update them in place
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    before = lin.weight.detach().clone()
+    lin(torch.randn(4, 64)).square().sum().backward()
+    opt.step()
+    assert not torch.equal(lin.weight.detach(), before)
+
+
+def test_device_and_dtype_arguments_like_nn_linear():
+    layer = ADNTNLinear(20, 10, bond_dim=2, device="cpu", dtype=torch.float64)
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
+    assert {p.device.type for p in layer.parameters()} == {"cpu"}
+    with pytest.raises(TypeError, match="floating point"):
+        ADNTNLinear(20, 10, dtype=torch.int32)
+
+
+def test_empty_batch_gives_an_empty_result_like_nn_linear():
+    layer = ADNTNLinear(64, 32, bond_dim=3)
+    dense = nn.Linear(64, 32)
+    for shape in [(0, 64), (2, 0, 64)]:
+        x = torch.randn(*shape)
+        out = layer(x)
+        assert out.shape == dense(x).shape
+        out.sum().backward()  # and differentiable, with zero gradients
+
+
+def test_integer_weight_dtype_is_refused():
+    import adntn_lab as al
+
+    gen = al.build("ttn", 32, 16, bond_dim=2)
+    for dtype in (np.int32, "int64", torch.int32):
+        with pytest.raises(TypeError, match="float dtype"):
+            gen.weight(dtype=dtype)
+    assert gen.weight(dtype=np.float32).dtype == np.float32
+
+
+def test_numpy_integer_options_are_accepted():
+    import adntn_lab as al
+
+    for family, options in [("ttn", {"bond_dim": np.int64(3)}),
+                            ("mera", {"bond_dim": np.int32(2)}),
+                            ("mpo", {"bond_dim": np.int64(3)}),
+                            ("lowrank", {"rank": np.int64(3)}),
+                            ("brickwall", {"depth": np.int64(2)})]:
+        plain = {k: int(v) for k, v in options.items()}
+        a = al.build(family, 64, 32, **options)
+        b = al.build(family, 64, 32, **plain)
+        assert a.num_params == b.num_params
+        np.testing.assert_array_equal(a.weight(), b.weight())
+    with pytest.raises(ValueError, match="bond_dim must be a positive integer"):
+        al.build("ttn", 64, 32, bond_dim=3.0)
+
+
+def test_from_linear_of_a_nan_weight_is_a_clear_error():
+    dense = nn.Linear(24, 16)
+    with torch.no_grad():
+        dense.weight[3, 4] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite entries"):
+        ADNTNLinear.from_linear(dense, "ttn", fit_steps=5, bond_dim=2)
+
+
+def test_float16_layer_fits_in_float32_and_converges():
+    torch.manual_seed(0)
+    dense = nn.Linear(48, 32)
+    with torch.no_grad():  # a rank-1 weight, which an MPO of bond dimension 8 fits well
+        dense.weight.copy_(0.1 * torch.randn(32, 1) @ torch.randn(1, 48))
+    errors = {}
+    for dtype in (torch.float32, torch.float16):
+        layer = ADNTNLinear.from_linear(dense.to(dtype), "mpo", fit_steps=60, bond_dim=8)
+        assert {p.dtype for p in layer.parameters()} == {dtype}
+        errors[dtype] = layer.fit_error
+    start = ADNTNLinear.from_linear(dense.float(), "mpo", fit_steps=0, bond_dim=8).fit_error
+    assert errors[torch.float16] < 0.7 * start
+    # the half-precision result is the float32 fit, rounded
+    assert errors[torch.float16] == pytest.approx(errors[torch.float32], abs=0.02)
+
+
+def test_bad_kernel_sizes_are_refused():
+    for bad in (-1, 0, (3, -2), 2.5):
+        with pytest.raises(ValueError, match="kernel_size must be a positive integer"):
+            ADNTNConv2d(3, 8, bad)
+    with pytest.raises(ValueError, match="stride must be a positive integer"):
+        ADNTNConv2d(3, 8, 3, stride=0)
+    with pytest.raises(ValueError, match="padding must be a non-negative integer"):
+        ADNTNConv2d(3, 8, 3, padding=-1)

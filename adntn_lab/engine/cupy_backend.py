@@ -318,7 +318,9 @@ def _backward(program, tape, gW, names):
 class _ArrayContraction(torch.autograd.Function):
     """``W`` from torch tensors, contracted by CuPy (CUDA) or numpy (CPU)."""
 
+    # CuPy and numpy have no bfloat16: under CUDA autocast the cores arrive as float32
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, program, names, mode, *tensors):
         device = tensors[0].device
         need = dict(zip(names, ctx.needs_input_grad[3:]))
@@ -337,6 +339,7 @@ class _ArrayContraction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, gW):
         flags = ctx.needs_input_grad[3:]
         if ctx.mode == "recompute":

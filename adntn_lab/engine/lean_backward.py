@@ -56,7 +56,9 @@ def lean_weight(program, arrays: dict):
 
 
 class _Lean(torch.autograd.Function):
+    # the backward recomputes the forward: under autocast it must run in the same precision
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, program, names, *tensors):
         ctx.program, ctx.names = program, names
         ctx.save_for_backward(*tensors)
@@ -70,6 +72,7 @@ class _Lean(torch.autograd.Function):
         return w
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w):
         with memory_first():

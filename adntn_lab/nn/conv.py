@@ -6,6 +6,7 @@ The kernel of shape (C_out, C_in, kh, kw) is generated as a matrix (C_out, C_in*
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -13,9 +14,18 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ..generator import Generator, build
-from .linear import GeneratedLayer, GeneratedWeight
+from .linear import GeneratedLayer, GeneratedWeight, _copy_into, outside_inference_mode
 
 __all__ = ["ADNTNConv2d", "check_conv_options"]
+
+
+def _positive_pair(name: str, value, minimum: int = 1) -> tuple[int, int]:
+    pair = _pair(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                             or v < minimum for v in pair):
+        kind = "positive" if minimum > 0 else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer or a pair of them, got {value!r}")
+    return tuple(int(v) for v in pair)
 
 
 def check_conv_options(groups, padding_mode, padding, stride) -> None:
@@ -61,6 +71,7 @@ class ADNTNConv2d(GeneratedLayer):
     input (N, C_in, H, W) -> output (N, C_out, H', W')
     """
 
+    @outside_inference_mode
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  topology: str = "ttn", generator: Generator | None = None, device=None,
@@ -69,10 +80,11 @@ class ADNTNConv2d(GeneratedLayer):
         check_conv_options(groups, padding_mode, padding, stride)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation = _pair(dilation)
+        self.kernel_size = _positive_pair("kernel_size", kernel_size)
+        self.stride = _positive_pair("stride", stride)
+        self.padding = padding if isinstance(padding, str) else _positive_pair("padding",
+                                                                               padding, 0)
+        self.dilation = _positive_pair("dilation", dilation)
         fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
         if generator is None:
             generator = build(topology, fan_in, out_channels, **build_options)
@@ -98,7 +110,18 @@ class ADNTNConv2d(GeneratedLayer):
                 f"stride={self.stride}, padding={self.padding}, topology={g.family}, "
                 f"params={g.num_params:,} (dense {dense:,}, {g.compression_ratio:,.1f}x)")
 
+    @outside_inference_mode
+    def to_dense(self) -> nn.Conv2d:
+        """An :class:`torch.nn.Conv2d` holding the generated kernel (and a copy of the bias)."""
+        w = self.generated().detach()
+        dense = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                          self.padding, self.dilation, bias=self.bias is not None,
+                          device=w.device, dtype=w.dtype)
+        _copy_into(dense, w, self.bias)
+        return dense.train(self.training)
+
     @classmethod
+    @outside_inference_mode
     def from_conv(cls, conv: nn.Conv2d, topology: str = "ttn", *, fit_steps: int = 500,
                   lr: float = 0.02, **build_options) -> ADNTNConv2d:
         """Compress a trained :class:`torch.nn.Conv2d`; ``.fit_error`` holds the relative

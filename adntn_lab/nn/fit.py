@@ -43,7 +43,7 @@ def warn_if_poor(error: float, what: str) -> None:
             "weight keeps little of the trained one; fine-tuning from here can start with dead "
             "units. A larger bond dimension fits better, and training from the fresh init "
             "(fit_steps=0) is usually the better start at this size.",
-            stacklevel=3,
+            stacklevel=4,  # past from_* and its inference-mode wrapper
         )
 
 
@@ -67,7 +67,34 @@ def fit_to_weight(generated, target: torch.Tensor, *, steps: int = 500, lr: floa
     float
         Relative Frobenius error reached.
     """
-    target = target.to(next(generated.parameters()).dtype)
+    bad = int((~torch.isfinite(target)).sum())
+    if bad:
+        raise ValueError(f"the weight to fit has {bad} non-finite entries (NaN or inf) of "
+                         f"{target.numel()}; repair or re-initialise that layer before "
+                         "compressing it")
+    dtype = next(generated.parameters()).dtype
+    with torch.inference_mode(False), torch.enable_grad():
+        target = target.detach().clone()  # an ordinary tensor even if made in inference mode
+        if dtype in (torch.float16, torch.bfloat16):
+            return _fit_in_float32(generated, target, steps=steps, lr=lr, verbose=verbose)
+        return _fit(generated, target.to(dtype), steps=steps, lr=lr, verbose=verbose)
+
+
+def _fit_in_float32(generated, target, **kwargs) -> float:
+    """Fit a float32 copy of half-precision cores (half-precision Adam steps and squared
+    norms lose most of their digits), then cast the result back."""
+    from .linear import GeneratedWeight
+
+    ref = next(generated.parameters())
+    work = GeneratedWeight(generated.generator, device=ref.device, dtype=torch.float32)
+    work.load_state_dict({k: v.float() for k, v in generated.state_dict().items()})
+    _fit(work, target.float(), **kwargs)
+    generated.load_state_dict(work.state_dict())  # copies, casting to the layer's dtype
+    with torch.no_grad():
+        return relative_error(generated().float(), target.float())
+
+
+def _fit(generated, target, *, steps, lr, verbose) -> float:
     if _lowrank_svd(generated, target) or steps <= 0:
         with torch.no_grad():
             return relative_error(generated(), target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 
@@ -12,11 +14,25 @@ from torch.nn import functional as F
 from ..generator import Generator, build
 from ..numerics import check_precision
 
-__all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight"]
+__all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight", "outside_inference_mode"]
 
 SCHEDULES = ("auto", "materialize", "fused")
 #: ``schedule="auto"`` times both schedules when the cost model's estimates differ by less
 AUTOTUNE_BAND = 3.0
+
+
+def outside_inference_mode(fn):
+    """Run ``fn`` with ``torch.inference_mode`` off (grad mode is left as it is).
+
+    Layers built inside ``torch.inference_mode()`` would otherwise hold inference tensors,
+    which no optimiser may update afterwards; inside ``torch.no_grad()`` this changes nothing.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 class GeneratedWeight(nn.Module):
@@ -30,11 +46,16 @@ class GeneratedWeight(nn.Module):
         Where and in which precision the cores live (float32 by default).
     """
 
+    @outside_inference_mode
     def __init__(self, generator: Generator, *, device=None, dtype=None):
         super().__init__()
         self.generator = generator
         dtype = dtype or torch.get_default_dtype()
+        if not dtype.is_floating_point:
+            raise TypeError(f"generated weights are floating point; got dtype={dtype}, use "
+                            "torch.float32, float64, float16 or bfloat16")
         check_precision(generator, dtype)
+        self._memo = None
         self.cores = nn.ParameterDict({
             name: nn.Parameter(torch.as_tensor(generator.params[name], dtype=dtype,
                                                device=device).clone())
@@ -79,7 +100,24 @@ class GeneratedWeight(nn.Module):
 
     def forward(self) -> torch.Tensor:
         """``W`` of shape (out_features, in_features)."""
+        if self._memo is not None:
+            return self._memo
         return self.generator.program.run(self.arrays())
+
+    @contextlib.contextmanager
+    def cached(self):
+        """Generate ``W`` once and return that same tensor from every call inside the block
+        (for modules that read one weight several times per forward pass)."""
+        self._memo = None
+        self._memo = self.forward()
+        try:
+            yield self._memo
+        finally:
+            self._memo = None
+
+    def __setstate__(self, state):
+        state.setdefault("_memo", None)  # layers pickled before the memo existed
+        super().__setstate__(state)
 
     def export_generator(self) -> Generator:
         """The generator with its numpy values set to the current cores (for drawing and
@@ -147,6 +185,7 @@ class ADNTNLinear(GeneratedLayer):
     input (..., in_features) -> output (..., out_features)
     """
 
+    @outside_inference_mode
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  topology: str = "ttn", schedule: str = "auto", generator: Generator | None = None,
                  device=None, dtype=None, **build_options):
@@ -189,6 +228,8 @@ class ADNTNLinear(GeneratedLayer):
                              f"shape {tuple(x.shape)}")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:  # an empty batch gives an empty result, as nn.Linear does
+            return F.linear(x2, self.generated(), self.bias).reshape(*lead, self.out_features)
         schedule = self._tuned_schedule(x2)
         return self._run_schedule(x2, schedule).reshape(*lead, self.out_features)
 
@@ -196,7 +237,7 @@ class ADNTNLinear(GeneratedLayer):
         if schedule == "fused":
             y = self.generator.program.fused(self.generated.arrays(), x2)
             return y if self.bias is None else y + self.bias
-        return F.linear(x2, self.weight, self.bias)
+        return F.linear(x2, self.generated(), self.bias)
 
     def _tuned_schedule(self, x2: torch.Tensor) -> str:
         batch = x2.shape[0]
@@ -245,7 +286,18 @@ class ADNTNLinear(GeneratedLayer):
                 f"{g.compression_ratio:,.1f}x), bias={self.bias is not None}, "
                 f"schedule={self.schedule}")
 
+    @outside_inference_mode
+    def to_dense(self) -> nn.Linear:
+        """An :class:`torch.nn.Linear` holding the generated weight (and a copy of the bias),
+        on this layer's device and in its dtype; for deployment without the generator."""
+        w = self.generated().detach()
+        dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                          device=w.device, dtype=w.dtype)
+        _copy_into(dense, w, self.bias)
+        return dense.train(self.training)
+
     @classmethod
+    @outside_inference_mode
     def from_linear(cls, linear: nn.Linear, topology: str = "ttn", *, fit_steps: int = 500,
                     lr: float = 0.02, schedule: str = "auto", verbose: bool = False,
                     **build_options) -> ADNTNLinear:
@@ -277,3 +329,11 @@ class ADNTNLinear(GeneratedLayer):
         if fit_steps > 0:
             warn_if_poor(layer.fit_error, "from_linear")
         return layer
+
+
+def _copy_into(dense: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Set ``dense.weight`` (reshaped to its shape) and ``dense.bias`` without autograd."""
+    with torch.no_grad():
+        dense.weight.copy_(weight.reshape(dense.weight.shape))
+        if bias is not None:
+            dense.bias.copy_(bias)

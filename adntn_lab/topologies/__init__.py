@@ -6,13 +6,10 @@ from .linear import build_lowrank, build_mpo
 from .mera import build_mera
 from .ttn import build_attn, build_ttn
 
-FAMILIES = ("ttn", "attn", "mera", "brickwall", "mpo", "lowrank")
-
 __all__ = [
     "Blueprint",
     "Builder",
     "CoreSpec",
-    "FAMILIES",
     "PATTERNS",
     "build_attn",
     "build_brickwall",

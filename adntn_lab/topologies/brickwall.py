@@ -10,6 +10,7 @@ but the last. Parameters: ``16 * M * (Q - 1)``.
 from __future__ import annotations
 
 from ..tensorize import Tensorization
+from ..utils import positive_int
 from ._blueprint import Blueprint, Builder
 
 __all__ = ["build_brickwall", "PATTERNS"]
@@ -35,10 +36,7 @@ def build_brickwall(tz: Tensorization, *, depth: int = 3, pattern: str = "stairc
     pattern : {"staircase", "brickwall"}
         Order of the pairs inside one layer.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(
-            f"depth must be a positive integer number of layers (e.g. 3), got {depth!r}"
-        )
+    depth = positive_int("depth (the number of gate layers)", depth, example=3)
     if pattern not in PATTERNS:
         raise ValueError(f"unknown pattern {pattern!r}; use one of {PATTERNS}")
     if any(d != 2 for d in tz.site_dims):

@@ -157,7 +157,8 @@ def graph_to_blueprint(graph, in_features=None, out_features=None, *, out_modes=
 
 
 def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
-               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True):
+               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True,
+               memory_budget=None):
     """Build a :class:`~adntn_lab.Generator` from a drawn or written network.
 
     Parameters
@@ -171,6 +172,8 @@ def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in
     activation : str, callable or sequence, optional
         One activation for every stage but the last, or one per stage. Defaults to the graph's
         ``activation`` entry, else ``relu``.
+    memory_budget : int or str, optional
+        Bytes the network may take to build (see :mod:`adntn_lab.resources`).
 
     Raises
     ------
@@ -187,7 +190,8 @@ def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in
     act = activation if activation is not None else graph_act
     if act is None and bp.num_stages > 1:
         act = "relu"
-    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params)
+    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params,
+                    memory_budget=memory_budget)
     for name, value in params.items():
         arr = np.asarray(value, dtype=np.float64)
         if arr.shape != gen.cores[name].shape:

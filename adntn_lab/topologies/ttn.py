@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..tensorize import Tensorization
+from ..utils import positive_int
 from ._blueprint import Blueprint, Builder
 
 __all__ = ["build_ttn", "build_attn"]
@@ -44,9 +45,7 @@ def _walk(node: _Node):
 
 
 def _check_bond_dim(bond_dim) -> int:
-    if isinstance(bond_dim, bool) or not isinstance(bond_dim, int) or bond_dim <= 0:
-        raise ValueError(f"bond_dim must be a positive integer (for example 4), got {bond_dim!r}")
-    return bond_dim
+    return positive_int("bond_dim", bond_dim)
 
 
 def _build_tree(tz: Tensorization, chi: int, lateral: bool) -> tuple[Builder, _Node]:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..families import all_families, get_family
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from .loop import LR_SCHEDULES, OPTIMIZERS, History, evaluate, fit
 
@@ -55,11 +56,30 @@ __all__ = [
 
 STRATEGIES = ("e2e", "fit-finetune", "dmrg")
 DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2")}
-FAMILY_OPTIONS = ("depth", "pattern", "rank", "n_cores", "lateral", "n_sites", "in_modes",
-                  "out_modes")
+# options a run may set: every family's own (from the registry) and the tensorisation
+FAMILY_OPTIONS = (*sorted({o.name for f in all_families() for o in f.options} - {"bond_dim"}),
+                  "n_sites", "in_modes", "out_modes")
 DENSE = ("dense", "none")
 # settings that may change between an interrupted run and its continuation
 _RESUMABLE_CHANGES = ("epochs", "device")
+
+
+def budget_build_options(family: str, budget: int, *, options: Mapping[str, Any] | None = None,
+                         activation: str | None = None, seed: int | None = None
+                         ) -> dict[str, Any]:
+    """Builder keywords of one sweep or run point: ``budget`` sets the family's knob.
+
+    The one translation from a budget value to options, shared by runs, sweeps and the
+    explorer, so that a row's ``bond_dim`` always rebuilds the generator it was trained with.
+    """
+    fam = get_family(family)
+    opts: dict[str, Any] = {} if seed is None else {"seed": seed}
+    if activation is not None:
+        opts["activation"] = activation
+    opts.update(options or {})
+    if fam.knob not in opts:
+        opts.update(fam.budget_options(budget))
+    return opts
 
 
 class StrategyUnavailableError(RuntimeError):
@@ -128,6 +148,8 @@ class RunConfig:
             self.family = str(self.family).lower()
             if self.family in DENSE:
                 self.family = None
+            else:
+                get_family(self.family)  # an unknown name is refused here, with the known ones
         if self.compress is not None:
             if isinstance(self.compress, str):
                 self.compress = [self.compress]
@@ -174,19 +196,13 @@ class RunConfig:
         return list(DEFAULT_COMPRESS.get(self.model, ("fc1",)))
 
     def build_options(self) -> dict[str, Any]:
-        """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...)."""
-        opts: dict[str, Any] = {"bond_dim": self.bond_dim, "seed": self.seed}
-        if self.activation is not None:
-            opts["activation"] = self.activation
-        opts.update(self.options)
-        if self.family == "lowrank":
-            opts.setdefault("rank", self.bond_dim)
-            opts.pop("bond_dim")
-        elif self.family == "brickwall":
-            # gates have fixed 2x2x2x2 shape: the budget knob of a sweep is the depth
-            opts.setdefault("depth", self.bond_dim)
-            opts.pop("bond_dim")
-        return opts
+        """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...).
+
+        ``bond_dim`` is the run's budget value: it sets the family's knob (the bond dimension,
+        the rank of ``lowrank``, the depth of ``brickwall``) unless ``options`` set the knob.
+        """
+        return budget_build_options(self.family, self.bond_dim, options=self.options,
+                                    activation=self.activation, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -202,7 +218,10 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``fc2/mnist-5k ttn chi=4 seed=0``."""
-        kind = "dense" if self.family is None else f"{self.family} chi={self.bond_dim}"
+        if self.family is None:
+            kind = "dense"
+        else:
+            kind = f"{self.family} {get_family(self.family).knob_label}={self.bond_dim}"
         return f"{self.model}/{self.dataset} {kind} seed={self.seed}"
 
 

@@ -22,6 +22,8 @@ import anywidget
 import numpy as np
 import traitlets
 
+from ..utils import format_bytes, format_count, json_safe
+
 __all__ = [
     "ActionWidget",
     "describe_error",
@@ -188,39 +190,3 @@ def _rgba_png(rgba: np.ndarray) -> str:
     buf = io.BytesIO()
     imsave(buf, rgba, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# ---------------------------------------------------------------------- formatting
-
-
-def format_count(n: float, unit: str = "") -> str:
-    """``1234567 -> '1.23 M'``."""
-    if n is None or (isinstance(n, float) and not math.isfinite(n)):
-        return "–"
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g} {suffix}{unit}"
-    return f"{n:.4g} {unit}".rstrip()
-
-
-def format_bytes(n: float) -> str:
-    """``1536 -> '1.5 KiB'``."""
-    if n is None:
-        return "–"
-    for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.3g} {suffix}"
-    return f"{int(n)} B"
-
-
-def json_safe(obj):
-    """Replace NaN/inf by None and numpy scalars/tuples by plain JSON types, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -17,9 +17,10 @@ from pathlib import Path
 import traitlets
 
 from ..activations import ACTIVATIONS
+from ..families import FAMILIES, all_families
 from ..generator import Generator, build
 from ..tensorize import tensorize
-from ..topologies import FAMILIES, PATTERNS
+from ..topologies import PATTERNS
 from ..topologies.custom import FORMAT, from_graph
 from ._common import (
     ActionWidget,
@@ -34,14 +35,8 @@ from ._common import (
 __all__ = ["TopologyDesigner"]
 
 # which preset fields each family uses (the front end shows only these)
-FAMILY_FIELDS = {
-    "ttn": ["bond_dim", "n_sites", "activation", "lateral"],
-    "attn": ["bond_dim", "n_sites", "activation", "lateral"],
-    "mera": ["bond_dim", "n_sites", "activation", "lateral"],
-    "brickwall": ["depth", "pattern", "activation"],
-    "mpo": ["bond_dim", "n_sites"],
-    "lowrank": ["bond_dim"],
-}
+# the form fields of each family, from the family registry
+FAMILY_FIELDS = {f.name: list(f.designer_fields) for f in all_families()}
 _PRESET_DEFAULTS = {
     "family": "ttn",
     "in_features": 256,
@@ -105,11 +100,8 @@ def preset_kwargs(preset: dict) -> tuple[str, int, int, dict]:
     fields = FAMILY_FIELDS[family]
     kw: dict = {"seed": int(p.get("seed") or 0)}
     if "bond_dim" in fields:
-        bd = _positive_int("bond dimension", p["bond_dim"])
-        if family == "lowrank":
-            kw["rank"] = bd
-        else:
-            kw["bond_dim"] = bd
+        # the rank for lowrank (the registry reads bond_dim as its alias)
+        kw["bond_dim"] = _positive_int("bond dimension", p["bond_dim"])
     if "n_sites" in fields:
         kw["n_sites"] = _int_or_none("n_sites", p.get("n_sites"))
     if "depth" in fields:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import traitlets
 
+from ..families import FAMILIES, all_families, get_family
 from ..generator import Generator, build
-from ..topologies import FAMILIES
 from ._common import ActionWidget, describe_error, json_safe, widget_module, widget_styles
 
 __all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
@@ -82,7 +82,7 @@ def pareto_front(params, accuracy) -> list[int]:
 def _kind(family) -> str:
     if family in (None, "dense", "none"):
         return "dense"
-    return "baseline" if family in ("mpo", "lowrank") else "generator"
+    return get_family(family).role
 
 
 def normalise_point(row: dict) -> dict:
@@ -210,7 +210,7 @@ class CompressionExplorer(ActionWidget):
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.layer_shape = list(layer_shape) if layer_shape is not None else None
-        self.choices = {"families": [f for f in FAMILIES if f not in ("mpo", "lowrank")],
+        self.choices = {"families": [f.name for f in all_families() if f.role == "generator"],
                         "baselines": list(BASELINES)}
         self.settings = json_safe({**_DEFAULT_SETTINGS, **settings})
         self._check_settings(self.settings)
@@ -353,17 +353,15 @@ class CompressionExplorer(ActionWidget):
             fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
                                                     if b != "dense"]
             for fam in dict.fromkeys(fams):
-                if fam == "brickwall":  # no bond dimension: one point (its depth is fixed)
-                    jobs.append((fam, None))
-                else:
-                    jobs += [(fam, int(bd)) for bd in s["bond_dims"]]
+                # each budget sets the family's knob: chi, the rank, or the brick-wall depth
+                jobs += [(fam, int(bd)) for bd in s["bond_dims"]]
             for n, (fam, bd) in enumerate(jobs, start=1):
                 if stop_event.is_set():
                     break
-                label = "dense" if fam is None else (f"{fam} χ={bd}" if bd else fam)
+                label = "dense" if fam is None else f"{fam} {get_family(fam).knob_label}={bd}"
                 self.message = f"[{n}/{len(jobs)}] training {label}…"
                 config = RunConfig(model=s["model"], dataset=s["dataset"], family=fam,
-                                   bond_dim=bd or 4, epochs=s["epochs"], lr=float(s["lr"]),
+                                   bond_dim=bd or 1, epochs=s["epochs"], lr=float(s["lr"]),
                                    batch_size=s["batch_size"], seed=int(s.get("seed", 0)),
                                    hidden=s.get("hidden") if s["model"] == "fc2" else None)
                 result = run_training(config, None, data=data, progress=False, log=None,
@@ -371,7 +369,7 @@ class CompressionExplorer(ActionWidget):
                 if stop_event.is_set() and not result.metrics.get("complete"):
                     break
                 layers = result.metrics.get("compressed_layers") or []
-                key = "dense" if fam is None else (f"{fam}-chi{bd}" if bd else fam)
+                key = "dense" if fam is None else f"{fam}-chi{bd}"
                 row = {"key": key, "family": fam,
                        "bond_dim": bd, "params": result.metrics["params"]["trainable"],
                        "test_acc": result.metrics.get("final", {}).get("test_acc"),
@@ -401,13 +399,16 @@ def _dominates(q: dict, p: dict) -> bool:
 
 
 def _build_options(point: dict) -> dict:
+    """Builder keywords of a row: the same translation of its budget the run used."""
+    from ..train.runs import budget_build_options
+
+    fam = get_family(point["family"])
     opts = dict(point.get("options") or {})
-    bd = point.get("bond_dim")
-    if point["family"] == "lowrank":
-        opts.setdefault("rank", bd or 4)
-    elif point["family"] != "brickwall" and bd:
-        opts["bond_dim"] = bd
-    if point.get("activation") and point["family"] not in ("mpo", "lowrank"):
-        opts["activation"] = point["activation"]
+    activation = point.get("activation") if fam.nonlinear else None
+    if point.get("bond_dim"):
+        return budget_build_options(fam.name, point["bond_dim"], options=opts,
+                                    activation=activation, seed=point.get("seed") or 0)
+    if activation:
+        opts["activation"] = activation
     opts["seed"] = point.get("seed") or 0
     return opts
