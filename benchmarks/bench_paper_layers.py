@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ LAYERS = [("vgg16-fc6", 25088, 4096), ("vgg16-fc7", 4096, 4096), ("alexnet-fc6",
 FAMILIES = ["ttn", "attn", "mera", "brickwall", "mpo", "lowrank"]
 CLASSIFIER_CASES = ["dense", "ttn", "mpo", "mera", "brickwall"]
 QUICK_SCALE = 8
+# glibc allocator setting of every case (adntn_lab/engine/allocator.py), set by --allocator
+_ALLOCATOR = ["tuned"]
 
 
 def _peak_rss_bytes() -> int:
@@ -113,7 +116,8 @@ def _run_child(kind: str, args: list, threads: int, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps([kind, args]),
            "--threads", str(threads)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, "ADNTN_LAB_ALLOCATOR": _ALLOCATOR[0]})
     except subprocess.TimeoutExpired:
         return {"error": f"over the {timeout:.0f} s limit"}
     if out.returncode != 0:
@@ -183,8 +187,12 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", default=None, choices=["builds", "classifier"])
     p.add_argument("--threads", type=int, default=2, help="torch threads in every case")
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per case")
+    p.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
+                   help="glibc allocator thresholds in every case (default: tuned, as in "
+                        "bench_engine.py; large tensors are otherwise page-faulted in anew)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    _ALLOCATOR[0] = args.allocator
     import torch
 
     torch.set_num_threads(args.threads)
@@ -194,7 +202,7 @@ def main(argv=None):
         print(json.dumps(fn(*child_args)), flush=True)
         return
     parts = args.only or ["builds", "classifier"]
-    result = {"threads": args.threads}
+    result = {"threads": args.threads, "allocator": args.allocator}
     if args.quick:
         layers = [(n, i // QUICK_SCALE, o // QUICK_SCALE) for n, i, o in LAYERS[:2]]
         families, cases, batch, repeat = ["ttn", "mpo"], ["dense", "ttn"], 8, 1
