@@ -58,7 +58,8 @@ class Generator:
         Contraction-path optimiser for the stage groups.
     calibrate : bool
         Rescale the initial cores so that each group's pre-activation has unit RMS and ``W``
-        has the standard deviation of PyTorch's default init for the dense layer.
+        has the standard deviation of PyTorch's default init for the dense layer (and zero
+        mean when the last stage is linear); see :meth:`calibrate`.
     memory_budget : int or str, optional
         Bytes this generator may take to build (see :mod:`adntn_lab.resources`); checked from
         the structure before any core is allocated.
@@ -190,6 +191,12 @@ class Generator:
         more pass measures ``W.std()``, which a rescaling of the last stage then sets exactly.
         Runs in torch (float32 for large networks, float64 for small ones), also inside
         ``torch.no_grad()`` or ``torch.inference_mode()``.
+
+        Centring cannot make ``W`` ill-conditioned: when the mean can only be removed by a
+        cancellation that would magnify rounding errors more than ``MAX_CENTERING_GAIN``
+        (:mod:`adntn_lab.numerics`) times (e.g. a last stage of two numbers behind a ReLU),
+        ``W`` keeps its mean and a :class:`~adntn_lab.ConditioningWarning` says so. A group
+        whose output is zero or not finite is left unscaled.
         """
         import torch
 
