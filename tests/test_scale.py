@@ -164,3 +164,27 @@ def test_calibration_refuses_an_ill_conditioned_centring():
         else:
             assert abs(w.mean()) < 1e-6 * w.std()
     assert warned  # the design does hit the guard
+
+
+def test_gate_chain_keeps_block_states_only_when_they_fit(monkeypatch):
+    """recompute="auto": a gate chain keeps one state per block for its backward pass when all
+    chains' states fit in a quarter of the free memory, else recomputes them; gradients are
+    the same either way."""
+    import adntn_lab.engine.program as program_module
+
+    def grads(free_bytes):
+        monkeypatch.setattr(program_module, "available_memory", lambda: free_bytes)
+        gen = al.build("brickwall", 256, 128, depth=3)
+        arrays = {k: torch.tensor(v, requires_grad=not gen.cores[k].constant)
+                  for k, v in gen.params.items()}
+        gen.program.run(arrays).square().sum().backward()
+        chains = [c for c in gen.program._chains if c is not None]
+        assert chains
+        recomputed = {gen.program._worth_recomputing(c) for c in chains}
+        return recomputed, {k: v.grad for k, v in arrays.items() if v.grad is not None}
+
+    kept, g_kept = grads(1 << 40)
+    recomputed, g_recomputed = grads(1 << 10)
+    assert kept == {False} and recomputed == {True}
+    for name in g_kept:
+        torch.testing.assert_close(g_kept[name], g_recomputed[name], rtol=1e-10, atol=0)
