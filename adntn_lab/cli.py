@@ -9,8 +9,12 @@ Examples
     adntn-lab train --model fc2 --dataset mnist-5k --family ttn --bond-dim 4 --epochs 10 \\
         --out runs/fc2-ttn
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
+    adntn-lab train --out runs/fc2-ttn --resume --lr 5e-4       # ... with a lower learning rate
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
         --out runs/frontier
+
+Errors are one line on stderr with exit status 2 (130 after Ctrl-C and 143 after SIGTERM, both
+of which first write a checkpoint); set ADNTN_LAB_TRACEBACK=1 to see the full traceback instead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Nonlinear tensor-network generators: cost reports, training runs, sweeps "
         "and an offline demo.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'adntn-lab COMMAND --help' for the options of a command.",
+        epilog="Run 'adntn-lab COMMAND --help' for the options of a command. Errors are "
+        "one line (exit status 2); ADNTN_LAB_TRACEBACK=1 shows the full traceback.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -163,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<model>-<dataset>-<family>-...)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out (or from CHECKPOINT) exactly where it "
-                   "stopped; settings are read from the checkpoint, --epochs may grow")
+                   "stopped; settings are read from the run, --epochs, --lr and --device may "
+                   "change")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
+                   help="also write the checkpoint every N steps (default: every epoch end)")
 
     p = sub.add_parser("costs", help="print the cost report of a generator",
                        description="FLOPs, memory and contraction steps of generating a "
@@ -244,7 +253,7 @@ def _default_out(cfg) -> Path:
 
 def _cmd_train(args) -> int:
     from .train.checkpoint import load_checkpoint
-    from .train.runs import RunConfig, run_training
+    from .train.runs import RunConfig, read_run_config, run_training
 
     given = _given(args)
     resume = args.resume
@@ -258,6 +267,8 @@ def _cmd_train(args) -> int:
             saved = load_checkpoint(source).config
         elif not isinstance(resume, bool):
             raise CLIError(f"no checkpoint at {source}")
+        else:  # stopped before its first checkpoint: the run is defined by its config.json
+            saved = read_run_config(args.out)
     if saved is not None:
         settings = dict(saved)
         # explicitly given settings must agree with the checkpoint (checked by run_training)
@@ -268,7 +279,8 @@ def _cmd_train(args) -> int:
     out = Path(args.out) if args.out else _default_out(cfg)
     if not isinstance(resume, bool) and args.out is None:
         out = Path(resume).parent
-    run_training(cfg, out, resume=resume, progress=not args.no_progress)
+    run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                 checkpoint_every=args.checkpoint_every)
     print(f"run folder: {out}")
     return 0
 
@@ -371,15 +383,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .engine.allocator import tune_allocator
 
         tune_allocator()
+    if os.environ.get("ADNTN_LAB_TRACEBACK", "").strip() not in ("", "0"):
+        return _COMMANDS[args.command](args)
     try:
         return _COMMANDS[args.command](args)
-    except (CLIError, ValueError, FileNotFoundError, DatasetUnavailableError,
-            StrategyUnavailableError) as exc:
-        print(f"adntn-lab {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError, FloatingPointError,
+            DatasetUnavailableError, StrategyUnavailableError) as exc:
+        print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"adntn-lab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        detail = _one_line(exc) if str(exc) else "interrupted"
+        if args.command == "sweep":  # a point's checkpoint is kept; the sweep resumes it
+            detail = (detail.split("; continue with")[0] + "; run the same sweep command "
+                      "again to continue")
+        print(f"adntn-lab {args.command}: {detail}", file=sys.stderr)
+        # the shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,16 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Start each test with empty process-wide caches (contraction trees; the widgets' shared
+    text and trainer registry, when the widgets are loaded), so tests pass in any order."""
+    from adntn_lab.engine.planning import clear_plan_cache
+
+    clear_plan_cache()
+    widgets = sys.modules.get("adntn_lab.widgets._common")
+    if widgets is not None:
+        widgets.clear_widget_caches()
+    yield

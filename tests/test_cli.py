@@ -107,9 +107,10 @@ def test_resume_refuses_changed_settings_and_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(out, "--family", "dense", "--epochs", "1") == 0
     capsys.readouterr()
-    assert cli.main(["train", "--out", str(out), "--resume", "--lr", "0.5", "--no-progress"]) == 2
+    assert cli.main(["train", "--out", str(out), "--resume", "--batch-size", "7",
+                     "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "lr" in err and "only epochs and device may change" in err.lower()
+    assert "batch_size" in err and "only epochs, device and lr may change" in err.lower()
     assert train(out, "--family", "dense", "--epochs", "1") == 2
     assert "--resume" in capsys.readouterr().err
     assert cli.main(["train", "--resume", "--no-progress"]) == 2

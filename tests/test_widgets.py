@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,25 +68,114 @@ def test_static_files_are_package_data():
     import adntn_lab.widgets
 
     folder = Path(adntn_lab.widgets.__file__).parent / "static"
-    for name in ("designer", "inspector", "trainer", "explorer"):
-        js, css = static_file(f"{name}.js"), static_file(f"{name}.css")
-        assert js.parent == folder and css.parent == folder
-        text = js.read_text()
-        assert "export default" in text and "render" in text
-        assert css.read_text().strip()
+    for name in ("designer", "inspector", "trainer", "explorer", "common"):
+        js = static_file(f"{name}.js")
+        assert js.parent == folder
+        assert "export" in js.read_text()
+    for name in ("designer", "inspector", "trainer", "explorer", "base"):
+        assert static_file(f"{name}.css").read_text().strip()
     with pytest.raises(FileNotFoundError, match="reinstall"):
         static_file("no-such-widget.js")
 
 
+def test_importing_the_widgets_loads_neither_torch_nor_any_file():
+    # each check in a fresh interpreter: this one has long imported torch
+    code = ("import builtins, io, sys\n"
+            "opened = []\n"
+            "real = io.open\n"
+            "def spy(file, *a, **k):\n"
+            "    opened.append(str(file))\n"
+            "    return real(file, *a, **k)\n"
+            "builtins.open = io.open = spy\n"
+            "import adntn_lab.widgets\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert 'anywidget' not in sys.modules, 'anywidget imported'\n"
+            "bad = [f for f in opened if f.endswith(('.js', '.css'))]\n"
+            "assert not bad, bad\n"
+            "from adntn_lab.widgets import TopologyDesigner\n"
+            "assert 'torch' not in sys.modules, 'the designer imported torch'\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_widget_modules_are_files_for_hot_reload():
+    from anywidget._file_contents import FileContents
+
+    for cls, name in ((TopologyDesigner, "designer"), (ContractionInspector, "inspector"),
+                      (LiveTrainer, "trainer"), (CompressionExplorer, "explorer")):
+        # anywidget turns a Path into a FileContents it can watch (ANYWIDGET_HMR=1)
+        for key, ext in (("_esm", "js"), ("_css", "css")):
+            value = cls.__dict__[key]
+            assert isinstance(value, FileContents), (cls, key)
+            assert Path(value._path) == static_file(f"{name}.{ext}")
+    d = TopologyDesigner("ttn", 16, 16)
+    assert d._esm == static_file("designer.js").read_text()
+    assert d._common_js == static_file("common.js").read_text()
+    assert d._common_css == static_file("base.css").read_text()
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_es_modules_parse():
-    from adntn_lab.widgets._common import widget_module
-
-    for name in ("designer", "inspector", "trainer", "explorer"):
+    for name in ("common", "designer", "inspector", "trainer", "explorer"):
+        text = static_file(f"{name}.js").read_text()
         res = subprocess.run(["node", "--input-type=module", "--check"],
-                             input=widget_module(name), capture_output=True, text=True)
+                             input=text, capture_output=True, text=True)
         assert res.returncode == 0, f"{name}: {res.stderr}"
-        assert widget_module(name).count("function el(") == 1  # helpers come from common.js
+        if name != "common":  # the helpers live only in common.js
+            assert "function el(" not in text and "loadCommon(model)" in text
+
+
+def test_common_helpers_run_in_node(tmp_path):
+    """common.js's pure helpers, imported as the page imports them (an ES module)."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    script = tmp_path / "check.mjs"
+    script.write_text(
+        f"import * as c from {json.dumps(static_file('common.js').as_uri())};\n"
+        "const names = ['el', 'svg', 'wire', 'errorBanner', 'busySign', 'watchConnection',"
+        " 'setup', 'applyOnEnter', 'ensureStyles'];\n"
+        "for (const n of names) if (typeof c[n] !== 'function') throw new Error(n);\n"
+        "const seen = [];\n"
+        "const model = { on: (n, f) => seen.push(['on', n]),\n"
+        "                off: (n, f) => seen.push(['off', n]) };\n"
+        "const off = c.wire(model, { 'change:a': () => 0, 'change:b': () => 0 });\n"
+        "off();\n"
+        "console.log(JSON.stringify(seen));\n")
+    res = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [["on", "change:a"], ["on", "change:b"],
+                                      ["off", "change:a"], ["off", "change:b"]]
+
+
+def test_clear_widget_caches_rereads_the_shared_files(monkeypatch, tmp_path):
+    from adntn_lab.widgets import _common, clear_widget_caches
+
+    assert _common.shared_text("common.js") == static_file("common.js").read_text()
+    fake = tmp_path / "common.js"
+    fake.write_text("export const changed = 1;")
+    monkeypatch.setattr(_common, "STATIC", tmp_path)
+    assert "changed" not in _common.shared_text("common.js")  # still the cached text
+    clear_widget_caches()
+    assert _common.shared_text("common.js") == "export const changed = 1;"
+    clear_widget_caches()
+
+
+def test_array_to_png_keeps_the_aspect_ratio():
+    import base64
+    import struct
+
+    def png_size(url):
+        raw = base64.b64decode(url.split(",", 1)[1])
+        return struct.unpack(">II", raw[16:24])  # width, height from the IHDR chunk
+
+    from adntn_lab.widgets._common import array_to_png
+
+    for rows, cols in ((32, 1024), (1024, 64), (100, 100), (300, 700), (12, 20)):
+        w, h = png_size(array_to_png(np.ones((rows, cols)), max_side=256))
+        assert max(w, h) <= 256
+        assert w / h == pytest.approx(cols / rows, rel=0.15), (rows, cols, w, h)
 
 
 # ---------------------------------------------------------------------------- designer
@@ -120,15 +210,15 @@ def test_designer_presets_match_build(preset, kwargs):
     assert {c["name"] for c in d.design["cores"]} == set(ref.cores)
 
 
-def test_designer_preset_refresh_is_fast_after_the_first_plan():
+def test_designer_preset_refresh_reuses_the_plan():
     d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4)
     browser_sets(d, preset={**d.preset, "bond_dim": 5})  # plans the new structure
     browser_sets(d, preset={**d.preset, "bond_dim": 4})
-    t0 = time.perf_counter()
-    browser_sets(d, preset={**d.preset, "bond_dim": 5})
-    elapsed = time.perf_counter() - t0
+    before = al.plan_cache_info()
+    browser_sets(d, preset={**d.preset, "bond_dim": 5})  # estimate and build: no new plan
+    after = al.plan_cache_info()
     assert d.stats["num_params"] == al.build("ttn", 1024, 1024, bond_dim=5).num_params
-    assert elapsed < 0.5, f"preset refresh took {elapsed:.3f} s"
+    assert after["misses"] == before["misses"] and after["hits"] > before["hits"]
 
 
 def _drawing_session():
@@ -264,6 +354,91 @@ def test_designer_constructor_rejects_bad_arguments():
         TopologyDesigner("hypercube", 16, 16)
 
 
+@pytest.mark.parametrize("family, kwargs", [
+    ("ttn", {"bond_dim": 5}), ("attn", {"bond_dim": 3, "n_sites": 4}),
+    ("mera", {"bond_dim": 3}), ("brickwall", {"depth": 2}), ("mpo", {"bond_dim": 6}),
+    ("lowrank", {"rank": 7}),
+])
+def test_the_plan_peak_is_the_cost_report_of_the_built_generator(family, kwargs):
+    from adntn_lab.families import get_family
+    from adntn_lab.widgets._limits import plan_peak
+
+    fam = get_family(family)
+    opts = fam.resolve_options({k: v for k, v in kwargs.items() if k != "n_sites"})
+    tz = fam.tensorize(128, 256, n_sites=kwargs.get("n_sites"), options=opts)
+    gen = al.build(family, 256, 128, **kwargs)
+    assert plan_peak(fam.blueprint(tz, opts)) == gen.cost(dtype="float64").peak_bytes
+
+
+def test_an_oversized_preset_is_refused_in_place_without_allocating():
+    import tracemalloc
+
+    from adntn_lab.widgets._limits import check_preset
+
+    d = TopologyDesigner("ttn", 1024, 1024, bond_dim=4, memory_budget="2GiB")
+    gen, stats, design = d.generator, dict(d.stats), copy.deepcopy(d.design)
+    tracemalloc.start()
+    try:
+        browser_sets(d, preset={**d.preset, "bond_dim": 1000})  # "1e3" typed in the field
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"the refused design allocated {peak / 2**20:.0f} MiB"
+    assert "ttn 1024x1024 with bond_dim=1000 needs about" in d.error
+    assert "memory budget of 2 GiB" in d.error
+    assert d.generator is gen and d.stats == stats and d.design == design
+    assert d.busy == ""
+    # the suggested smaller setting fits
+    hint = re.search(r"; bond_dim=(\d+) would fit", d.error)
+    assert hint, d.error
+    smaller = int(hint.group(1))
+    assert smaller < 1000
+    assert check_preset("ttn", 1024, 1024, bond_dim=smaller, budget="2GiB") <= 2 * 2**30
+    browser_sets(d, preset={**d.preset, "bond_dim": 6})
+    assert d.error == "" and d.generator.num_params == al.build("ttn", 1024, 1024,
+                                                                 bond_dim=6).num_params
+
+
+def test_a_large_mera_is_refused_and_the_limit_is_configurable():
+    d = TopologyDesigner("mera", 256, 256, bond_dim=2, memory_budget="2GiB")
+    gen = d.generator
+    browser_sets(d, preset={**d.preset, "in_features": 4096, "out_features": 4096,
+                            "bond_dim": 64})
+    # its cores fit (68.7 M parameters), but generating W would not
+    assert "mera 4096x4096 with bond_dim=64 needs about 4 PiB at its peak" in d.error
+    assert d.generator is gen and d.stats["shape"] == [256, 256]
+    small = TopologyDesigner("ttn", 64, 64, bond_dim=2, memory_budget=200 * 2**10)
+    browser_sets(small, preset={**small.preset, "bond_dim": 64})
+    assert "memory budget of 200 KiB" in small.error and small.stats["num_params"] == \
+        al.build("ttn", 64, 64, bond_dim=2).num_params
+    with pytest.raises(ValueError, match="memory_budget must be"):
+        TopologyDesigner("ttn", 64, 64, memory_budget=-1)
+    with pytest.raises(ValueError, match="cannot read the memory size"):
+        TopologyDesigner("ttn", 64, 64, memory_budget="lots")
+
+
+def test_a_huge_drawn_bond_is_refused_and_an_expanding_design_says_so():
+    d = TopologyDesigner("ttn", 64, 64, memory_budget="2GiB")
+    browser_sets(d, mode="custom")
+    two = {"format": "adntn-graph/1", "in_features": 64, "out_features": 64,
+           "out_modes": [8, 8], "in_modes": [8, 8],
+           "cores": [{"name": "a", "stage": 0, "sites": [0], "x": 0, "y": 0},
+                     {"name": "b", "stage": 0, "sites": [1], "x": 1, "y": 0}],
+           "bonds": [{"u": "a", "v": "b", "dim": 3000}]}
+    browser_sets(d, design=two)
+    assert d.error == ""  # 384,000 parameters: small in memory, but larger than dense
+    assert d.stats["num_params"] == 2 * 64 * 3000
+    assert d.stats["text"]["compression"] == "0.011× (more parameters than the dense W)"
+    good = d.generator
+    huge = copy.deepcopy(two)
+    huge["cores"].append({"name": "c", "stage": 0, "x": 2, "y": 0})
+    huge["bonds"] += [{"u": "b", "v": "c", "dim": 3000}, {"u": "c", "v": "a", "dim": 3000}]
+    browser_sets(d, design=huge)
+    assert "the drawing (64x64, 3 cores) needs about" in d.error
+    assert "bond dimensions of at most" in d.error
+    assert d.generator is good
+
+
 # ---------------------------------------------------------------------------- inspector
 
 
@@ -331,8 +506,9 @@ def test_inspector_compares_schedules_and_optimisers():
     gen = al.from_graph(ring, activation="identity")
     ins = ContractionInspector(gen, batch_size=8)
     limit = ins.memory_limit
-    browser_clicks(ins, "compare")
-    assert ins.error == ""
+    browser_clicks(ins, "compare")  # Measure: runs in the background
+    assert ins.wait(60.0) and not ins.measuring
+    assert ins.error == "" and ins.busy == ""
     rows = {(r["optimizer"], r["schedule"]): r for r in ins.comparison}
     assert set(rows) == {(o, s) for o in ("auto", "greedy", "optimal")
                          for s in ("materialize", "fused", "sliced")}
@@ -347,12 +523,42 @@ def test_inspector_compares_schedules_and_optimisers():
     assert rows[("auto", "sliced")]["slices"] > 1  # the ring must be cut to fit
     browser_sets(ins, backend="torch")
     browser_clicks(ins, "compare")
-    assert ins.error == ""
+    assert ins.wait(60.0) and ins.error == ""
     timed = [r for r in ins.comparison if r["flops"] is not None]
     assert timed and all(r["time_ms"] > 0 for r in timed)
+    # a new setting refreshes the predicted costs at once; times wait for Measure
     browser_sets(ins, memory_limit=2000)
-    browser_clicks(ins, "compare")
     assert "memory_limit allows 2,000 bytes" in rows_note(ins, "auto", "sliced")
+    assert all(r["time_ms"] is None for r in ins.comparison)
+    browser_sets(ins, batch_size=16)
+    ref = al.from_graph(ring, activation="identity").cost(16, "fused")
+    fused = next(r for r in ins.comparison
+                 if (r["optimizer"], r["schedule"]) == ("auto", "fused"))
+    assert (fused["flops"], fused["text"]["time"]) == (ref.total_flops, "press Measure")
+
+
+def test_measure_reports_progress_and_stops_early():
+    gen = al.build("ttn", 64, 64, bond_dim=3)
+    ins = ContractionInspector(gen, batch_size=4)
+    seen = []
+    stop = __import__("threading").Event()
+
+    def progress(done, total, opt, schedule):
+        seen.append((done, total, opt, schedule))
+        if done == 1:
+            stop.set()  # as a Stop press during the second measurement
+
+    from adntn_lab.widgets.inspector import compare_schedules
+
+    rows = compare_schedules(gen, batch_size=4, memory_limit=ins.memory_limit,
+                             progress=progress, stop_event=stop)
+    assert [s[:2] for s in seen] == [(0, 9), (1, 9)]
+    measured = [r for r in rows if r["time_ms"] is not None]
+    assert len(measured) == 2
+    assert all(r["note"] == "stopped" for r in rows
+               if r["flops"] is not None and r["time_ms"] is None)
+    browser_clicks(ins, "stop")  # nothing running: harmless
+    assert ins.error == "" and not ins.measuring
 
 
 def rows_note(ins, opt, schedule):
@@ -382,15 +588,15 @@ def _wait_for(cond, timeout=30.0):
         time.sleep(0.002)
 
 
-def test_stop_ends_the_training_thread_within_two_seconds(digits):
+def test_stop_ends_the_training_thread_within_a_step(digits):
     tr = LiveTrainer(_model(digits), digits, epochs=500, update_interval=0.05)
     browser_clicks(tr, "start")
     assert tr.status == "running" and tr.running
     _wait_for(lambda: tr.step >= 3)
-    t0 = time.monotonic()
+    before = tr.state.step
     browser_clicks(tr, "stop")
-    assert tr.wait(2.0), "training did not stop within 2 s"
-    assert time.monotonic() - t0 < 2.0
+    assert tr.wait(60.0), "training did not stop"
+    assert tr.state.step - before <= 2  # the step under way (and one that raced the press)
     assert tr.status == "stopped" and "Resume" in tr.message
     step = tr.state.step
     assert 3 <= step < 500 * 23
@@ -453,6 +659,27 @@ def test_a_failing_run_is_shown_in_the_widget(digits):
     assert tr.wait(30.0)
     assert tr.status == "error" and "loss became nan" in tr.error
     assert tr.state.step < 2 * 23
+
+
+def test_a_second_trainer_of_the_same_model_stops_the_first(digits):
+    model = _model(digits)
+    first = LiveTrainer(model, digits, epochs=500, update_interval=0.05)
+    browser_clicks(first, "start")
+    _wait_for(lambda: first.state.step >= 2)
+    second = LiveTrainer(model, digits, epochs=1, update_interval=0.05)  # the cell, re-run
+    assert not first.running and first.status == "replaced"
+    assert "newer LiveTrainer" in first.message
+    stopped_at = first.state.step
+    browser_clicks(first, "resume")
+    assert "took over" in first.error and not first.running
+    browser_clicks(first, "start")
+    assert not first.running and first.state.step == stopped_at
+    browser_clicks(second, "start")
+    assert second.wait(60.0) and second.status == "finished", second.error
+    assert second.history.epoch == [1]
+    # a trainer of another model is left alone
+    other = LiveTrainer(_model(digits, seed=1), digits, epochs=1)
+    assert second.status == "finished" and other.status == "idle"
 
 
 # ---------------------------------------------------------------------------- explorer
@@ -527,18 +754,22 @@ def test_explorer_marks_the_front_and_selects_points(tmp_path):
 
 
 def test_explorer_runs_a_small_sweep(digits):
-    ex = CompressionExplorer(families=["ttn"], bond_dims=[2], baselines=["dense"], epochs=1,
-                             hidden=16)
+    ex = CompressionExplorer(families=["ttn", "brickwall"], budgets=[2], baselines=["dense"],
+                             epochs=1, hidden=16)
     browser_clicks(ex, "run")
-    assert ex.wait(120.0) and ex.status == "finished", ex.error
+    assert ex.wait(180.0) and ex.status == "finished", ex.error
     keys = [p["key"] for p in ex.points]
-    assert keys == ["dense", "ttn-chi2"]
+    assert keys == ["dense", "ttn-chi2", "brickwall-depth2"]
+    assert [p["label"] for p in ex.points] == ["dense", "ttn χ=2", "brickwall depth=2"]
     from adntn_lab.train.runs import RunConfig, build_run_model
 
     for p in ex.points:
-        config = RunConfig(model="fc2", dataset="digits",
-                           family=None if p["family"] == "dense" else p["family"],
-                           bond_dim=p["bond_dim"] or 4, hidden=16, epochs=1)
+        assert (p["dataset"], p["model"], p["layer"], p["hidden"]) == ("digits", "fc2", "fc1",
+                                                                       16)
+        fam = None if p["family"] == "dense" else p["family"]
+        config = RunConfig(model="fc2", dataset="digits", family=fam, bond_dim=p["bond_dim"] or 4,
+                           options={"depth": 2} if fam == "brickwall" else {}, hidden=16,
+                           epochs=1)
         model = build_run_model(config, digits)
         assert p["params"] == sum(q.numel() for q in model.parameters())
         assert 0.0 <= p["test_acc"] <= 1.0
@@ -546,7 +777,69 @@ def test_explorer_runs_a_small_sweep(digits):
     gen = ex.selected_generator  # the trained generator of that run
     same_structure(gen, al.build("ttn", 64, 16, bond_dim=2))
     assert not np.allclose(gen.weight(), al.build("ttn", 64, 16, bond_dim=2).weight())
-    assert set(itertools.chain(ex.front)) <= {0, 1}
-    browser_sets(ex, settings={**ex.settings, "bond_dims": [0]})
+    browser_sets(ex, selected=2)  # the brick-wall point really has depth 2
+    same_structure(ex.selected_generator, al.build("brickwall", 64, 16, depth=2))
+    assert set(itertools.chain(ex.front)) <= {0, 1, 2}
+    browser_sets(ex, settings={**ex.settings, "budgets": [0]})
     browser_clicks(ex, "run")
-    assert "bond_dims must be" in ex.error and ex.status == "finished"
+    assert "budgets must be" in ex.error and ex.status == "finished"
+
+
+def _fake_point(s, family, value, seed, data, stop_event):
+    """A stand-in for training: a point with made-up accuracy in the sweep's experiment."""
+    from adntn_lab.widgets.explorer import normalise_point
+
+    row = {"key": "dense" if family is None else f"{family}-chi{value}", "family": family,
+           "bond_dim": value, "params": 1000 * (value or 10), "test_acc": 0.99, "seed": seed,
+           "dataset": s["dataset"], "model": s["model"], "layer": s["layer"],
+           "hidden": s["hidden"]}
+    return normalise_point(row), None
+
+
+def test_a_sweep_on_another_dataset_never_mixes_into_a_plot(monkeypatch, tmp_path):
+    from adntn_lab.widgets import explorer as explorer_module
+
+    # rows of run_sweep on mnist-5k that say nothing about their dataset: run folders do
+    rows = []
+    for r in SWEEP_ROWS:
+        run_dir = tmp_path / r["key"]
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(json.dumps(
+            {"model": "fc2", "dataset": "mnist-5k", "hidden": 256, "compress": ["fc1"]}))
+        rows.append({**r, "run_dir": str(run_dir)})
+    ex = CompressionExplorer(rows)
+    mnist = "mnist-5k · fc2 · fc1 · hidden 256"
+    assert ex.view == mnist and [g["key"] for g in ex.groups] == [mnist]
+    # Run defaults to the loaded experiment, so its points would join this plot
+    assert (ex.settings["dataset"], ex.settings["hidden"]) == ("mnist-5k", 256)
+    front_before = list(ex.front)
+    monkeypatch.setattr(explorer_module, "load_dataset", lambda name: name, raising=False)
+    monkeypatch.setattr("adntn_lab.data.load_dataset", lambda name: name)
+    monkeypatch.setattr(explorer_module, "train_point", _fake_point)
+    ex.run(dataset="digits", hidden=64, families=["ttn"], budgets=[2], baselines=["dense"])
+    assert ex.wait(30.0) and ex.status == "finished", ex.error
+    digits_group = "digits · fc2 · fc1 · hidden 64"
+    assert [p["group"] for p in ex.points] == [mnist] * 5 + [digits_group] * 2
+    assert ex.view == digits_group  # the plot switched to the new experiment
+    assert set(ex.front) <= {5, 6}
+    browser_sets(ex, view=mnist)
+    assert ex.front == front_before  # 99 % points elsewhere take nothing from this front
+    assert [p["pareto"] for p in ex.points[:5]] == [True, True, True, False, False]
+    browser_sets(ex, selected=3)
+    assert ex.selection["dominated_by"] == ["ttn-chi2"]  # only points of its own plot
+    browser_sets(ex, view="cifar10 · vgg")
+    assert "no experiment" in ex.error and ex.view == mnist
+
+
+def test_sweep_jobs_use_each_familys_knob():
+    from adntn_lab.widgets.explorer import budget_label, sweep_jobs
+
+    s = {"families": ["ttn", "brickwall"], "baselines": ["dense", "lowrank"], "budgets": [2, 5],
+         "seeds": [0, 1]}
+    jobs = sweep_jobs(s)
+    assert jobs[:5] == [(None, None, 0), ("ttn", 2, 0), ("ttn", 5, 0), ("brickwall", 2, 0),
+                        ("brickwall", 5, 0)]
+    assert len(jobs) == 2 * (1 + 3 * 2)
+    assert [budget_label(f, v) for f, v in (("ttn", 2), ("brickwall", 5), ("lowrank", 3),
+                                            (None, None))] == \
+        ["ttn χ=2", "brickwall depth=5", "lowrank rank=3", "dense"]

@@ -26,6 +26,7 @@ __all__ = [
     "contraction_tree",
     "set_plan_cache",
     "plan_cache_info",
+    "clear_plan_cache",
 ]
 
 OPTIMIZERS = ("auto", "greedy", "optimal", "hyper")
@@ -45,6 +46,13 @@ def set_plan_cache(directory: str | None) -> None:
 def plan_cache_info() -> dict:
     """Hits, misses and size of the in-process tree cache."""
     return {"hits": _STATS["hits"], "misses": _STATS["misses"], "size": len(_TREES)}
+
+
+def clear_plan_cache() -> None:
+    """Forget every cached tree and reset the hit/miss counters (the on-disk cache stays)."""
+    with _LOCK:
+        _TREES.clear()
+        _STATS.clear()
 
 
 _AUTO = None
@@ -200,7 +208,7 @@ def _cached_tree(inputs, output, size_dict, how, make) -> ctg.ContractionTree:
         if tree is not None:
             _STATS["hits"] += 1
             return tree
-    _STATS["misses"] += 1
+        _STATS["misses"] += 1
     tree = make(c_in, c_out, {ctg.get_symbol(i): d for i, d in enumerate(sizes)})
     with _LOCK:
         _TREES[key] = tree

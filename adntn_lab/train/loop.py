@@ -10,6 +10,12 @@ bit (on the same device and thread count).
 Callbacks receive one dict per event and may stop training by returning ``False``; a
 ``threading.Event`` passed as ``stop_event`` is checked after every step, so a widget running
 :func:`fit` in a background thread can stop it.
+
+Divergence: the loss of every step and the parameters after every optimiser step are checked
+for NaN and inf. On the first non-finite value the model (parameters and buffers), the
+optimiser state and the random state are rolled back to just before that step and
+:class:`TrainingDiverged` is raised; the state is then resumable from the last good step (with a
+lower learning rate, say), and nothing non-finite reaches a checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
     "Evaluation",
     "History",
     "TrainState",
+    "TrainingDiverged",
     "evaluate",
     "fit",
     "make_optimizer",
@@ -63,6 +70,11 @@ class History:
         Loss of every optimiser step, in order.
     stopped : bool
         True when the last call to :func:`fit` ended early on a stop request.
+    events : list of dict
+        Things that happened to the run besides steps, in order: ``{"event": "diverged",
+        "epoch", "step", "what", "lr"}`` when a step was rolled back, ``{"event":
+        "lr_changed", "epoch", "step", "from", "to"}`` when a resume changed the learning
+        rate (``step`` = steps done when it happened).
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -73,6 +85,7 @@ class History:
     epoch_time: list[float] = field(default_factory=list)
     step_loss: list[float] = field(default_factory=list)
     stopped: bool = False
+    events: list[dict] = field(default_factory=list)
 
     @property
     def wall_time(self) -> float:
@@ -83,7 +96,7 @@ class History:
         """JSON-ready dict (NaN written as None)."""
         out = asdict(self)
         for k, v in out.items():
-            if isinstance(v, list):
+            if isinstance(v, list) and k != "events":
                 out[k] = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
         return out
 
@@ -95,7 +108,9 @@ class History:
             if name not in d:
                 continue
             v = d[name]
-            if isinstance(v, list) and name != "epoch":
+            if name == "events":
+                v = [dict(x) for x in v]
+            elif isinstance(v, list) and name != "epoch":
                 v = [math.nan if x is None else float(x) for x in v]
             elif name == "epoch":
                 v = [int(x) for x in v]
@@ -189,6 +204,17 @@ class TrainState:
         )
         return cls(optimizer=opt, optimizer_name=optimizer.lower(), lr=float(lr), seed=int(seed))
 
+    def change_lr(self, lr: float) -> None:
+        """Continue with base learning rate ``lr``; the change is recorded in the history."""
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0
+                                        and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if float(lr) == self.lr:
+            return
+        self.history.events.append({"event": "lr_changed", "epoch": self.epoch,
+                                    "step": self.step, "from": self.lr, "to": float(lr)})
+        self.lr = float(lr)
+
     def to_meta(self) -> dict[str, Any]:
         """JSON-ready description of everything but the optimiser's tensors."""
         return {
@@ -206,6 +232,124 @@ class TrainState:
 
 def _empty_partial() -> dict:
     return {"loss_sum": 0.0, "correct": 0, "count": 0, "time": 0.0}
+
+
+class TrainingDiverged(FloatingPointError):
+    """A step produced a non-finite loss or parameter; training was rolled back before it.
+
+    Attributes
+    ----------
+    epoch : int
+        1-based epoch of the failed step.
+    step : int
+        1-based number of the failed step (the state holds ``step - 1`` completed steps).
+    batch : int
+        1-based batch of the failed step within its epoch.
+    what : str
+        ``"loss"`` or ``"parameter '<name>'"``.
+    lr : float
+        Learning rate of the failed step.
+    summary : str
+        What happened, without advice on how to continue.
+    """
+
+    def __init__(self, message: str, *, summary: str, epoch: int, step: int, batch: int,
+                 what: str, lr: float):
+        super().__init__(message)
+        self.summary = summary
+        self.epoch, self.step, self.batch, self.what, self.lr = epoch, step, batch, what, lr
+
+
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``d.copy_(s)`` for every pair, in one fused call where torch offers it."""
+    foreach_copy = getattr(torch, "_foreach_copy_", None)
+    groups: dict[tuple, tuple[list, list]] = {}
+    for d, s in zip(dst, src):
+        groups.setdefault((d.device, d.dtype, s.dtype), ([], []))
+        groups[(d.device, d.dtype, s.dtype)][0].append(d)
+        groups[(d.device, d.dtype, s.dtype)][1].append(s)
+    for ds, ss in groups.values():
+        if foreach_copy is not None:
+            foreach_copy(ds, ss)
+        else:  # pragma: no cover - older torch
+            for d, s in zip(ds, ss):
+                d.copy_(s)
+
+
+class _StepSnapshot:
+    """Copies of the parameters, buffers and optimiser state taken before each step.
+
+    Buffers are allocated once and refilled in place, so a snapshot costs one copy of the
+    training state per step and no allocation.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.tensors = [t for t in (*model.parameters(), *model.buffers())]
+        self.copies = [t.detach().clone() for t in self.tensors]
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.opt_copies: dict[int, dict[str, Any] | None] = {}
+
+    def take(self) -> None:
+        dst, src = list(self.copies), list(self.tensors)
+        for i, p in enumerate(self.params):
+            st = self.optimizer.state.get(p)
+            if not st:
+                self.opt_copies[i] = None
+                continue
+            saved = self.opt_copies.get(i) or {}
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    buf = saved.get(k)
+                    if isinstance(buf, torch.Tensor) and buf.shape == v.shape and \
+                            buf.dtype == v.dtype and buf.device == v.device:
+                        dst.append(buf)
+                        src.append(v)
+                    else:
+                        saved[k] = v.detach().clone()
+                else:
+                    saved[k] = v
+            self.opt_copies[i] = saved
+        with torch.no_grad():
+            _copy_all(dst, src)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t, c in zip(self.tensors, self.copies):
+                t.copy_(c)
+            for i, p in enumerate(self.params):
+                saved = self.opt_copies.get(i)
+                if saved is None:
+                    self.optimizer.state.pop(p, None)
+                    continue
+                st = self.optimizer.state[p]
+                for k in list(st):
+                    if k not in saved:
+                        del st[k]
+                for k, v in saved.items():
+                    if isinstance(v, torch.Tensor) and isinstance(st.get(k), torch.Tensor):
+                        st[k].copy_(v)
+                    else:
+                        st[k] = v.clone() if isinstance(v, torch.Tensor) else v
+
+
+def _first_nonfinite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """Name of the first tensor holding NaN or inf, or None (one device sync).
+
+    A sum is finite only if every term is, so one sum per tensor screens them all without a
+    boolean copy of each; only when a sum is not finite (which a sum of huge finite values can
+    also be) is every tensor checked exactly.
+    """
+    if not named:
+        return None
+    with torch.no_grad():
+        sums = torch.stack([t.detach().sum() for _, t in named])
+        if bool(torch.isfinite(sums).all()):
+            return None
+        flags = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(flags.all()):
+        return None
+    return named[int((~flags).nonzero()[0, 0])][0]
 
 
 def make_optimizer(
@@ -366,6 +510,7 @@ def fit(
     grad_clip: float | None = None,
     eval_batch_size: int = 1024,
     desc: str | None = None,
+    rollback: bool = True,
 ) -> History:
     """Train a classifier with cross-entropy, deterministically and resumably.
 
@@ -410,11 +555,24 @@ def fit(
     eval_batch_size : int, default 1024
     desc : str, optional
         Label of the progress bar.
+    rollback : bool, default True
+        Keep a copy of the parameters, buffers and optimiser state from before every step, so
+        that a diverged step is undone exactly (one extra copy of the training state in
+        memory, refreshed in place). With False a divergence is still detected and raised,
+        but the model keeps its non-finite values; the last checkpoint is then the last good
+        state.
 
     Returns
     -------
     History
         ``state.history``: all epochs so far, including those before a resume.
+
+    Raises
+    ------
+    TrainingDiverged
+        A step gave a non-finite loss or parameters. Model, optimiser and ``state`` are rolled
+        back to just before that step (``state.rng`` included), so ``state`` can be saved and
+        training resumed, e.g. with a lower learning rate (:meth:`TrainState.change_lr`).
     """
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -481,6 +639,29 @@ def fit(
     cuda_devices = [device] if device.type == "cuda" else []
     stopped = False
     model.train()
+    snapshot = _StepSnapshot(model, state.optimizer) if rollback else None
+    param_names = {id(p): name for name, p in model.named_parameters()}
+    opt_params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    watched = [(param_names.get(id(p), f"#{i}"), p) for i, p in enumerate(opt_params)]
+
+    def diverged(what: str, value: str, epoch: int, cur_lr: float) -> TrainingDiverged:
+        step, batch = state.step + 1, state.batch + 1
+        if snapshot is not None:
+            snapshot.restore()
+            undone = f"model and optimiser are rolled back to the end of step {step - 1}"
+        else:
+            undone = "the model keeps the non-finite values (rollback=False)"
+        history.events.append({"event": "diverged", "epoch": epoch + 1, "step": step,
+                               "what": what, "lr": cur_lr})
+        summary = (f"training diverged at step {step} (epoch {epoch + 1}, batch {batch} of "
+                   f"{num_batches}): the {what} became {value} at learning rate {cur_lr:g}; "
+                   f"{undone}")
+        return TrainingDiverged(
+            f"{summary}. Continue from there with a lower learning rate "
+            "(state.change_lr(...), then fit(..., state=state)), or check the data and the "
+            "model's initial scale",
+            summary=summary, epoch=epoch + 1, step=step, batch=batch, what=what, lr=cur_lr,
+        )
     try:
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
@@ -489,7 +670,7 @@ def fit(
                 if state.batch == 0:
                     _rng_seed(derive_seed(state.seed, epoch, 1), device)
                     state.partial = _empty_partial()
-                    state.rng = None
+                    state.rng = _rng_capture(device)
                 else:
                     if state.rng is None:
                         raise ValueError("the state stops mid-epoch but holds no random state")
@@ -503,19 +684,20 @@ def fit(
                     cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
                     for g in state.optimizer.param_groups:
                         g["lr"] = cur_lr
+                    if snapshot is not None:
+                        snapshot.take()
                     state.optimizer.zero_grad(set_to_none=True)
                     logits = model(xb)
                     loss = nn.functional.cross_entropy(logits, yb)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss became {float(loss.detach())} at step {state.step} "
-                            f"(epoch {epoch + 1}); lower the learning rate or check the "
-                            "model's initial scale"
-                        )
+                        raise diverged("loss", str(float(loss.detach())), epoch, cur_lr)
                     loss.backward()
                     if grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                     state.optimizer.step()
+                    bad = _first_nonfinite(watched)
+                    if bad is not None:
+                        raise diverged(f"parameter {bad!r}", "NaN or infinite", epoch, cur_lr)
 
                     loss_v = float(loss.detach())
                     correct = int((logits.detach().argmax(dim=1) == yb).sum())
@@ -526,6 +708,9 @@ def fit(
                     history.step_loss.append(loss_v)
                     state.batch += 1
                     state.step += 1
+                    # the random state at the start of the next step: what a checkpoint
+                    # written now (or a rollback of the next step) needs
+                    state.rng = _rng_capture(device)
                     if bar is not None:
                         bar.update(1)
                         if state.step % 10 == 0 or state.batch == num_batches:
@@ -542,8 +727,7 @@ def fit(
                         if state.batch < num_batches:
                             break
                 part["time"] += time.perf_counter() - t0
-                if state.batch < num_batches:  # stopped mid-epoch: keep the random state
-                    state.rng = _rng_capture(device)
+                if state.batch < num_batches:  # stopped mid-epoch: state.rng is current
                     break
 
             # epoch complete

@@ -5,7 +5,8 @@ A run folder holds
 - ``config.json`` — the :class:`RunConfig`;
 - ``metrics.json`` — history, final accuracies, parameter counts, compressed-layer summary;
 - ``checkpoint.safetensors`` — model, optimiser and training position after the last epoch
-  (or the step at which training was stopped), see :mod:`.checkpoint`;
+  (or the step at which training was stopped, interrupted, rolled back after a divergence, or
+  every ``checkpoint_every`` steps), see :mod:`.checkpoint`;
 - ``curves.png`` — loss and accuracy curves.
 
 Strategies:
@@ -19,7 +20,16 @@ Strategies:
   :func:`adntn_lab.train.dmrg.dmrg_sweep`.
 
 Resuming (``resume=True``) rebuilds the model's structure from the stored configuration, loads the
-checkpoint and continues as if never interrupted.
+checkpoint and continues as if never interrupted. A run killed before its first checkpoint
+resumes from the start with the settings in its ``config.json``, never with other ones. Only
+``epochs``, ``device`` and ``lr`` may change on resume; a changed learning rate is recorded in the
+history's ``events`` (and so in ``metrics.json``).
+
+Nothing is lost on the way: a diverged step (NaN or inf) is rolled back and the last good state
+checkpointed (:class:`~adntn_lab.train.loop.TrainingDiverged` says how to continue); Ctrl-C
+(SIGINT) or SIGTERM stops after the current step, writes a checkpoint and raises
+:class:`RunInterrupted`;
+a failed write (a full disk) keeps the previous checkpoint and raises :class:`RunStorageError`.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import importlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +52,13 @@ import torch
 from torch import nn
 
 from ..families import all_families, get_family
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .loop import LR_SCHEDULES, OPTIMIZERS, History, evaluate, fit
+from .checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from .loop import LR_SCHEDULES, OPTIMIZERS, History, TrainingDiverged, evaluate, fit
 
 __all__ = [
     "DEFAULT_COMPRESS",
@@ -49,8 +66,11 @@ __all__ = [
     "FAMILY_OPTIONS",
     "STRATEGIES",
     "RunConfig",
+    "RunInterrupted",
     "RunResult",
+    "RunStorageError",
     "build_run_model",
+    "read_run_config",
     "run_training",
 ]
 
@@ -61,7 +81,7 @@ FAMILY_OPTIONS = (*sorted({o.name for f in all_families() for o in f.options} - 
                   "n_sites", "in_modes", "out_modes")
 DENSE = ("dense", "none")
 # settings that may change between an interrupted run and its continuation
-_RESUMABLE_CHANGES = ("epochs", "device")
+_RESUMABLE_CHANGES = ("epochs", "device", "lr")
 
 
 def budget_build_options(family: str, budget: int, *, options: Mapping[str, Any] | None = None,
@@ -84,6 +104,59 @@ def budget_build_options(family: str, budget: int, *, options: Mapping[str, Any]
 
 class StrategyUnavailableError(RuntimeError):
     """The chosen training strategy is not available in this installation."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT) after writing a checkpoint.
+
+    Attributes
+    ----------
+    checkpoint : pathlib.Path or None
+        The checkpoint written (None without a run folder).
+    epoch, step : int
+        Completed epochs and steps at the stop.
+    signum : int
+        The signal: ``signal.SIGINT`` or ``signal.SIGTERM``.
+    """
+
+    def __init__(self, message: str, *, checkpoint: Path | None, epoch: int, step: int,
+                 signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.checkpoint, self.epoch, self.step, self.signum = checkpoint, epoch, step, signum
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RunStorageError(OSError):
+    """A file of the run folder could not be written; the previous checkpoint is intact."""
+
+
+def _check_device(text: str) -> torch.device:
+    """The device named by ``text``, or a ValueError that says what would work."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"unknown device {text!r}; use 'cpu', 'cuda' or 'cuda:N' (an NVIDIA GPU), or 'mps' "
+            "(Apple)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ValueError(f"device {text!r} is not available: {why} (torch "
+                             f"{torch.__version__}); use device 'cpu'")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {text!r} does not exist: {count} CUDA device(s), "
+                             f"cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {text!r} is not available on this machine; use 'cpu'")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {text!r} is not supported for training; use 'cpu', 'cuda' "
+                         "or 'mps'")
+    return device
 
 
 @dataclass
@@ -183,8 +256,18 @@ class RunConfig:
             raise ValueError(
                 f"batch_size and bond_dim must be positive, got {self.batch_size}, {self.bond_dim}"
             )
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name} must be a number, got {v!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        for name in ("seed", "data_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu', got {self.device!r}")
 
     @property
     def compress_patterns(self) -> list[str]:
@@ -209,6 +292,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        if not isinstance(d, Mapping):
+            raise TypeError(f"run settings must be a mapping, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -349,18 +434,99 @@ def write_json(path: Path, obj) -> None:
 def _check_resume_config(saved: Mapping[str, Any], config: RunConfig, path: Path) -> None:
     diffs = []
     now = config.to_dict()
+    try:
+        saved = RunConfig.from_dict(saved).to_dict()  # the same normal form as ``now``
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot resume {path}: its stored settings are invalid ({exc})") from None
     for key, old in saved.items():
         if key in _RESUMABLE_CHANGES:
             continue
         if now.get(key) != old:
-            diffs.append(f"{key}: checkpoint {old!r}, now {now.get(key)!r}")
+            diffs.append(f"{key}: saved {old!r}, now {now.get(key)!r}")
     if diffs:
         raise ValueError(
             f"cannot resume {path}: the run was made with different settings ("
             + "; ".join(diffs)
-            + "). Only epochs and device may change on resume; use another output folder "
+            + "). Only epochs, device and lr may change on resume; use another output folder "
             "for a new run"
         )
+
+
+def read_run_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings stored in ``out_dir/config.json`` (None when the file does not exist).
+
+    Raises
+    ------
+    ValueError
+        The file is not a JSON object of run settings.
+    """
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it or start a new run in "
+                         "another folder") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} must hold a JSON object of run settings, got "
+                         f"{type(saved).__name__}")
+    try:
+        RunConfig.from_dict(saved)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path} holds invalid run settings: {exc}") from None
+    return saved
+
+
+class _EitherEvent:
+    """Set when either of two events is set (the caller's stop request or Ctrl-C)."""
+
+    def __init__(self, *events):
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+class _SignalsToStop:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM sets ``event`` instead of ending the
+    process, and remembers which arrived in ``signum``.
+
+    Training then stops after the current step and writes a checkpoint; a second signal acts
+    at once (the previous handlers are back). Only installed in the main thread (signals are
+    delivered there).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool):
+        self.event = threading.Event()
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, Any] = {}
+        self.signum: int | None = None
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        self.event.set()
+        self._restore()
+
+    def _restore(self):
+        for sig, handler in self.previous.items():
+            # getsignal gives None for a handler installed outside Python
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL
+                          if sig != signal.SIGINT else signal.default_int_handler)
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._restore()
+        return False
 
 
 def run_training(
@@ -373,6 +539,8 @@ def run_training(
     callbacks: Sequence[Callable] | None = None,
     stop_event=None,
     log: Callable[[str], None] | None = print,
+    checkpoint_every: int | None = None,
+    catch_signals: bool = True,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -382,9 +550,11 @@ def run_training(
     out_dir : path, optional
         Run folder; nothing is written when None.
     resume : bool or path, default False
-        True: continue from ``out_dir/checkpoint.safetensors`` if it exists (a fresh start
-        otherwise); a path: continue from that checkpoint. The checkpoint's settings must equal
-        ``config`` except ``epochs`` and ``device``.
+        True: continue from ``out_dir/checkpoint.safetensors`` if it exists, or from the start
+        of the run described by ``out_dir/config.json`` when it was stopped before its first
+        checkpoint (a fresh start when the folder holds neither); a path: continue from that
+        checkpoint. The stored settings must equal ``config`` except ``epochs``, ``device`` and
+        ``lr``; a changed ``lr`` is recorded in the history's events.
     data : Dataset, optional
         Preloaded dataset (must match ``config.dataset``); loaded otherwise.
     progress : bool, default True
@@ -393,20 +563,43 @@ def run_training(
         Passed to :func:`~adntn_lab.train.loop.fit`.
     log : callable or None, default print
         Receives one-line status messages.
+    checkpoint_every : int, optional
+        Also write the checkpoint every this many optimiser steps (besides every epoch end),
+        so that a killed run loses at most that many steps.
+    catch_signals : bool, default True
+        In the main thread, the first Ctrl-C (SIGINT) or SIGTERM stops training after the
+        current step, writes the checkpoint and raises :class:`RunInterrupted`; a second one
+        acts at once.
 
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    TrainingDiverged
+        A step went non-finite; the last good step is checkpointed and the message says how
+        to continue.
+    RunInterrupted
+        Ctrl-C; the checkpoint holds the last completed step.
+    RunStorageError
+        A run file could not be written (e.g. a full disk); the previous checkpoint is kept.
     """
     from ..data import load_dataset
 
     say = log or (lambda _msg: None)
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+        or checkpoint_every <= 0
+    ):
+        raise ValueError(f"checkpoint_every must be a positive number of steps, got "
+                         f"{checkpoint_every!r}")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {out} is an existing file; give a folder path "
+                         "(new or a run folder)")
     ckpt_path = out / "checkpoint.safetensors" if out is not None else None
-    if data is None:
-        data = load_dataset(config.dataset, seed=config.data_seed)
-    elif getattr(data, "name", config.dataset) != config.dataset:
-        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
+    device = _check_device(config.device)
 
     source = None
     if resume:
@@ -416,16 +609,26 @@ def run_training(
         if not source.exists():
             if not isinstance(resume, bool):
                 raise FileNotFoundError(f"no checkpoint to resume from at {source}")
-            source = None  # nothing to resume yet: start afresh
+            source = None  # no checkpoint yet: start afresh, with the run's own settings
+            saved = read_run_config(out)
+            if saved is not None:
+                _check_resume_config(saved, config, out / "config.json")
+                say(f"{out} has no checkpoint yet; training {config.label} from the start "
+                    "with its saved settings")
     elif ckpt_path is not None and ckpt_path.exists():
         raise ValueError(
             f"{out} already holds a run (checkpoint.safetensors); pass resume=True (--resume) "
             "to continue it, or choose another output folder"
         )
-
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
+        stale = remove_stale_temporaries(out)
+        if stale:
+            say(f"removed {len(stale)} temporary file(s) left in {out} by interrupted saves")
+
+    if data is None:
+        data = load_dataset(config.dataset, seed=config.data_seed)
+    elif getattr(data, "name", config.dataset) != config.dataset:
+        raise ValueError(f"data is {data.name!r} but the config says {config.dataset!r}")
 
     if source is not None and config.strategy == "dmrg":
         # local sweeps change bond dimensions and keep no resumable position: start again
@@ -433,7 +636,6 @@ def run_training(
             "from the start")
         source = None
 
-    device = torch.device(config.device)
     extra_metrics: dict[str, Any] = {"strategy": config.strategy}
     state = None
     if source is not None:
@@ -444,9 +646,23 @@ def run_training(
         ckpt.restore_model(model)
         model.to(device)
         state = ckpt.train_state(model)
-        extra_metrics.update((ckpt.extra or {}).get("metrics", {}))
-        say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}")
-    elif config.strategy == "fit-finetune":
+        state.change_lr(config.lr)
+        stored = (ckpt.extra or {}).get("metrics", {})
+        if not isinstance(stored, dict):
+            raise ValueError(f"{source}: checkpoint metadata field 'extra.metrics' must be an "
+                             f"object, got {type(stored).__name__}; the file was edited")
+        extra_metrics.update(stored)
+        say(f"resuming {config.label} from {source} at epoch {state.epoch}, step {state.step}"
+            + (f" with lr {config.lr:g}" if state.history.events
+               and state.history.events[-1].get("event") == "lr_changed"
+               and state.history.events[-1].get("step") == state.step else ""))
+    else:
+        # the structure first, so that a bad setting fails before anything is written
+        model = build_run_model(config, data)
+    if out is not None:
+        _write_run_file(out / "config.json", config.to_dict())
+
+    if source is None and config.strategy == "fit-finetune":
         dense = _base_model(config, data)
         if config.dense_epochs > 0:
             say(f"fit-finetune: training the dense {config.model} for {config.dense_epochs} "
@@ -461,8 +677,6 @@ def run_training(
         dense.cpu()
         model = _compress(dense, config, fit_steps=config.fit_steps)
         extra_metrics["fit_errors"] = _fit_errors(model)
-    else:
-        model = build_run_model(config, data)
 
     layers = _summary(model)
     counts = param_counts(model)
@@ -476,6 +690,7 @@ def run_training(
             "compressed_layers": layers,
             "history": history.to_dict(),
             "wall_time": history.wall_time,
+            "events": list(history.events),
         }
         if history.epoch:
             m["final"] = {
@@ -492,15 +707,19 @@ def run_training(
         if out is None:
             return
         m = metrics_now(state_.history, complete)
-        save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
-                        extra={"metrics": extra_metrics})
-        write_json(out / "metrics.json", m)
+        try:
+            save_checkpoint(ckpt_path, model, state_, config=config.to_dict(),
+                            extra={"metrics": extra_metrics})
+        except OSError as exc:
+            raise _storage_error(ckpt_path, exc) from exc
+        _write_run_file(out / "metrics.json", m)
 
     def on_event(ev: dict):
-        if ev["event"] == "epoch":
+        if ev["event"] in ("epoch", "end"):
             save(ev["state"], complete=ev["state"].epoch >= config.epochs)
-        elif ev["event"] == "end":
-            save(ev["state"], complete=ev["state"].epoch >= config.epochs)
+        elif (ev["event"] == "step" and checkpoint_every is not None
+              and ev["step"] % checkpoint_every == 0 and ev["batch"] < ev["num_batches"]):
+            save(ev["state"], complete=False)  # the epoch's last step is saved at its end
 
     t0 = time.perf_counter()
     if config.strategy == "dmrg":
@@ -525,16 +744,41 @@ def run_training(
         counts.update(param_counts(model))
         _refresh_summary(model, layers)
         if out is not None:
-            save_checkpoint(ckpt_path, model, None, config=config.to_dict())
-            write_json(out / "metrics.json", metrics_now(history, True))
+            try:
+                save_checkpoint(ckpt_path, model, None, config=config.to_dict())
+            except OSError as exc:
+                raise _storage_error(ckpt_path, exc) from exc
+            _write_run_file(out / "metrics.json", metrics_now(history, True))
     else:
-        history = fit(
-            model, data, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-            seed=config.seed, optimizer=config.optimizer, device=device,
-            callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
-            stop_event=stop_event, weight_decay=config.weight_decay,
-            lr_schedule=config.lr_schedule, desc=config.label,
-        )
+        if state is None:
+            from .loop import TrainState
+
+            model.to(device)
+            state = TrainState.create(model, lr=config.lr, seed=config.seed,
+                                      optimizer=config.optimizer,
+                                      weight_decay=config.weight_decay)
+        with _SignalsToStop(catch_signals) as sigint:
+            try:
+                history = fit(
+                    model, data, epochs=config.epochs, lr=config.lr,
+                    batch_size=config.batch_size, seed=config.seed,
+                    optimizer=config.optimizer, device=device,
+                    callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
+                    stop_event=_EitherEvent(stop_event, sigint.event),
+                    weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
+                    desc=config.label,
+                )
+            except TrainingDiverged as exc:
+                raise _diverged(exc, config, out, state, save) from None
+        if sigint.event.is_set() and history.stopped:
+            where = f"; checkpoint {ckpt_path}" if out is not None else ""
+            how = (f"; continue with: adntn-lab train --out {out} --resume"
+                   if out is not None else "")
+            name = "SIGTERM" if sigint.signum == signal.SIGTERM else "Ctrl-C"
+            raise RunInterrupted(
+                f"interrupted ({name}) at epoch {state.epoch + 1}, step {state.step}{where}{how}",
+                checkpoint=ckpt_path, epoch=state.epoch, step=state.step, signum=sigint.signum,
+            )
     elapsed = time.perf_counter() - t0
 
     complete = len(history.epoch) >= config.epochs and not history.stopped
@@ -543,13 +787,51 @@ def run_training(
         ev = evaluate(model, data.test, device=device)
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
     if out is not None:
-        write_json(out / "metrics.json", metrics)
-        _write_curves(out / "curves.png", history, config)
+        _write_run_file(out / "metrics.json", metrics)
+        try:
+            _write_curves(out / "curves.png", history, config)
+        except OSError as exc:
+            raise _storage_error(out / "curves.png", exc) from exc
     acc = metrics.get("final", {}).get("test_acc")
     say(f"{config.label}: {len(history.epoch)} epoch(s) in {elapsed:.1f} s"
         + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
         + (f" -> {out}" if out is not None else ""))
     return RunResult(config=config, model=model, history=history, metrics=metrics, out_dir=out)
+
+
+def _storage_error(path: Path, exc: OSError) -> RunStorageError:
+    reason = exc.strerror or str(exc)
+    err = RunStorageError(
+        exc.errno,
+        f"could not write {path}: {reason}; the previous checkpoint is kept. Free disk space "
+        "(or choose another output folder) and continue with resume (--resume)",
+    )
+    err.filename = None
+    return err
+
+
+def _write_run_file(path: Path, obj) -> None:
+    try:
+        write_json(path, obj)
+    except OSError as exc:
+        raise _storage_error(path, exc) from exc
+
+
+def _diverged(exc: TrainingDiverged, config: RunConfig, out: Path | None, state,
+              save: Callable) -> TrainingDiverged:
+    """Checkpoint the rolled-back state and say how to continue from it."""
+    lower = exc.lr / 10
+    if out is None:
+        how = (f"train again with a lower learning rate, e.g. lr={lower:g} (with an out_dir "
+               "the last good step is checkpointed and can be resumed)")
+    else:
+        save(state, complete=False)
+        how = (f"the checkpoint in {out} holds step {exc.step - 1}; continue with a lower "
+               f"learning rate: adntn-lab train --out {out} --resume --lr {lower:g}")
+    return TrainingDiverged(
+        f"{exc.summary}; {how}", summary=exc.summary, epoch=exc.epoch, step=exc.step,
+        batch=exc.batch, what=exc.what, lr=exc.lr,
+    )
 
 
 def _write_curves(path: Path, history: History, config: RunConfig) -> None:

@@ -2,11 +2,20 @@
 
 Every widget is an :class:`anywidget.AnyWidget` whose ES module and CSS live in
 ``adntn_lab/widgets/static/`` (package data: wheels and editable installs read the same
-files). Front ends talk to Python in two ways: by setting synced traits (as any ipywidget
-does) and by sending custom messages ``{"action": name, ...}`` for button presses. Both
-paths run inside :meth:`_guard`,
-so a bad edit shows its reason in the widget's ``error`` trait instead of raising into the
-notebook, and the widget keeps its last good state.
+files). Each widget class names its own ``static/NAME.js`` and ``static/NAME.css`` as
+:class:`pathlib.Path` objects, so anywidget reads them when the class is defined (that is, when
+its submodule is first imported) and reloads them on change with ``ANYWIDGET_HMR=1``.
+
+The helpers every front end needs (``static/common.js``: DOM builders, handler wiring, the
+error banner, the disconnected state) and the shared stylesheet (``static/base.css``) travel
+as two synced traits of :class:`ActionWidget`; each module imports the helpers from a blob
+URL once per page. That keeps every module a plain file anywidget can load and hot-reload,
+with no build step and no copy of the helpers in each file.
+
+Front ends talk to Python in two ways: by setting synced traits (as any ipywidget does) and by
+sending custom messages ``{"action": name, ...}`` for button presses. Both paths run inside
+:meth:`ActionWidget._guard`, so a bad edit shows its reason in the widget's ``error`` trait
+instead of raising into the notebook, and the widget keeps its last good state.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import base64
 import contextlib
 import io
 import math
+import threading
 import traceback
 from pathlib import Path
 
@@ -26,19 +36,27 @@ from ..utils import format_bytes, format_count, json_safe
 
 __all__ = [
     "ActionWidget",
+    "clear_widget_caches",
     "describe_error",
     "static_file",
-    "widget_module",
-    "widget_styles",
+    "shared_text",
+    "register_cache",
     "figure_to_data_url",
     "array_to_png",
     "format_bytes",
     "format_count",
+    "format_ratio",
     "json_safe",
     "new_figure",
 ]
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+# text of common.js / base.css, read on first use; written by whichever thread builds the
+# first widget, hence the lock
+_SHARED_TEXT: dict[str, str] = {}
+_SHARED_LOCK = threading.Lock()
+_CLEARERS: list = []  # functions that empty the other modules' caches (registered on import)
 
 
 def static_file(name: str) -> Path:
@@ -56,14 +74,33 @@ def static_file(name: str) -> Path:
     return path
 
 
-def widget_module(name: str) -> str:
-    """ES module of a widget: the shared helpers (``common.js``) followed by ``<name>.js``."""
-    return static_file("common.js").read_text() + "\n" + static_file(f"{name}.js").read_text()
+def shared_text(name: str) -> str:
+    """Text of a shared static file (``"common.js"`` or ``"base.css"``), read once."""
+    with _SHARED_LOCK:
+        text = _SHARED_TEXT.get(name)
+        if text is None:
+            text = _SHARED_TEXT[name] = static_file(name).read_text()
+        return text
 
 
-def widget_styles(name: str) -> str:
-    """Stylesheet of a widget: the shared ``base.css`` followed by ``<name>.css``."""
-    return static_file("base.css").read_text() + "\n" + static_file(f"{name}.css").read_text()
+def register_cache(clear) -> None:
+    """Have :func:`clear_widget_caches` also call ``clear()`` (one per module cache)."""
+    with _SHARED_LOCK:
+        if clear not in _CLEARERS:
+            _CLEARERS.append(clear)
+
+
+def clear_widget_caches() -> None:
+    """Empty every module-level cache of the widgets (shared static text, trainer registry).
+
+    Tests call it between cases so that they pass in any order; in a notebook it makes the
+    next widget re-read ``common.js`` and ``base.css`` (after editing them).
+    """
+    with _SHARED_LOCK:
+        _SHARED_TEXT.clear()
+        clearers = list(_CLEARERS)
+    for clear in clearers:
+        clear()
 
 
 class ActionWidget(anywidget.AnyWidget):
@@ -71,16 +108,22 @@ class ActionWidget(anywidget.AnyWidget):
 
     Subclasses name their actions in ``_actions`` (action name -> method name); the front end
     sends ``{"action": "start"}`` and the method is called with the remaining keys as keyword
-    arguments.
+    arguments. Every widget also answers ``{"action": "ping"}`` with a ``{"pong": n}``
+    message, which the front end uses to tell a live kernel from a gone one.
     """
 
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Unicode("").tag(sync=True)
+    _common_js = traitlets.Unicode("").tag(sync=True)
+    _common_css = traitlets.Unicode("").tag(sync=True)
 
     _actions: dict[str, str] = {}
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        with self.hold_sync():
+            self._common_js = shared_text("common.js")
+            self._common_css = shared_text("base.css")
         self.on_msg(self._on_custom_message)
 
     @contextlib.contextmanager
@@ -91,11 +134,23 @@ class ActionWidget(anywidget.AnyWidget):
         except Exception as exc:  # a widget must not raise into the notebook for a bad edit
             self.error = describe_error(what, exc)
 
+    @contextlib.contextmanager
+    def _busy(self, what: str):
+        """Show ``what`` as the widget's busy state while the block runs."""
+        self.busy = what
+        try:
+            yield
+        finally:
+            self.busy = ""
+
     def _on_custom_message(self, _widget, content, _buffers):
         if not isinstance(content, dict):
             self.error = f"ignored a message that is not a dict: {content!r}"
             return
         action = content.get("action")
+        if action == "ping":
+            self.send({"pong": content.get("n", 0)})
+            return
         method = self._actions.get(action)
         if method is None:
             known = ", ".join(sorted(self._actions))
@@ -170,17 +225,20 @@ def array_to_png(array, *, max_side: int = 256, cmap: str = "RdBu_r") -> str:
 
 
 def _downsample(a: np.ndarray, max_side: int) -> np.ndarray:
+    """Block means with one factor for both axes, so the picture keeps the array's aspect
+    ratio (a 32x1024 weight stays 32 times as wide as tall)."""
+    f = math.ceil(max(a.shape) / max_side)
+    if f <= 1:
+        return a
     for axis in (0, 1):
         n = a.shape[axis]
-        if n > max_side:
-            f = math.ceil(n / max_side)
-            pad = (-n) % f
-            widths = [(0, 0), (0, 0)]
-            widths[axis] = (0, pad)
-            a = np.pad(a, widths, mode="edge")
-            shape = list(a.shape)
-            shape[axis : axis + 1] = [shape[axis] // f, f]
-            a = a.reshape(shape).mean(axis=axis + 1)
+        pad = (-n) % f
+        widths = [(0, 0), (0, 0)]
+        widths[axis] = (0, pad)
+        a = np.pad(a, widths, mode="edge")
+        shape = list(a.shape)
+        shape[axis : axis + 1] = [shape[axis] // f, f]
+        a = a.reshape(shape).mean(axis=axis + 1)
     return a
 
 
@@ -190,3 +248,17 @@ def _rgba_png(rgba: np.ndarray) -> str:
     buf = io.BytesIO()
     imsave(buf, rgba, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def format_ratio(ratio: float) -> str:
+    """Compression ratio for display: ``52.3×``, ``1.8×``, ``0.011× (larger than dense)``."""
+    if ratio is None or not math.isfinite(ratio):
+        return "–"
+    if ratio >= 10:
+        return f"{ratio:,.1f}×"
+    if ratio >= 1:
+        return f"{ratio:.2f}×"
+    return f"{ratio:.2g}× (more parameters than the dense W)"

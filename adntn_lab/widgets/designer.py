@@ -5,6 +5,11 @@ The drawing is synced as the ``design`` trait, a dict in the ``adntn-graph/1`` f
 widget fills ``design`` from the chosen family; in custom mode the browser edits it (add, move,
 connect, assign stages and sites) and Python validates every edit. An invalid design leaves
 ``generator`` at the last valid one and shows the validation message in ``error``.
+
+Before anything is built, the design's parameters and peak memory are estimated from its
+shapes (:mod:`adntn_lab.widgets._limits`); a design over ``memory_limit`` is refused the same
+way, with what it would need and a smaller setting that fits, so a typo cannot fill the
+machine's memory.
 """
 
 from __future__ import annotations
@@ -23,19 +28,19 @@ from ..tensorize import tensorize
 from ..topologies import PATTERNS
 from ..topologies.custom import FORMAT, from_graph
 from ._common import (
+    STATIC,
     ActionWidget,
     describe_error,
     format_bytes,
     format_count,
+    format_ratio,
     json_safe,
-    widget_module,
-    widget_styles,
 )
+from ._limits import check_graph, check_preset
 
 __all__ = ["TopologyDesigner"]
 
-# which preset fields each family uses (the front end shows only these)
-# the form fields of each family, from the family registry
+# which preset fields each family uses (the front end shows only these), from the registry
 FAMILY_FIELDS = {f.name: list(f.designer_fields) for f in all_families()}
 _PRESET_DEFAULTS = {
     "family": "ttn",
@@ -152,6 +157,11 @@ class TopologyDesigner(ActionWidget):
     design : dict, str, path or Generator, optional
         Start in custom mode with this ``adntn-graph/1`` design (JSON text, a file, a dict or a
         generator to copy).
+    memory_budget : int or str, optional
+        Bytes (or ``"2GiB"``) a design may need at its peak (cores, ``W`` and the
+        intermediates of generating it); larger designs are refused before anything is
+        allocated. By default the budget of :mod:`adntn_lab.resources` (half the available
+        memory unless set).
     **preset
         Preset options: ``bond_dim``, ``n_sites``, ``depth``, ``pattern``, ``activation``
         (a name, or names separated by commas, one per stage), ``lateral``, ``seed``.
@@ -177,8 +187,8 @@ class TopologyDesigner(ActionWidget):
     528
     """
 
-    _esm = widget_module("designer")
-    _css = widget_styles("designer")
+    _esm = STATIC / "designer.js"
+    _css = STATIC / "designer.css"
 
     mode = traitlets.Unicode("preset").tag(sync=True)
     preset = traitlets.Dict().tag(sync=True)
@@ -195,8 +205,17 @@ class TopologyDesigner(ActionWidget):
     }
 
     def __init__(self, family: str = "ttn", in_features: int = 256, out_features: int = 256,
-                 *, design=None, **preset):
+                 *, design=None, memory_budget=None, **preset):
         super().__init__()
+        from ..resources import memory_budget as resolve_budget
+
+        if memory_budget is not None:
+            if isinstance(memory_budget, bool) or (isinstance(memory_budget, int)
+                                                   and memory_budget <= 0):
+                raise ValueError(f"memory_budget must be a positive number of bytes or a size "
+                                 f"such as '2GiB', got {memory_budget!r}")
+            resolve_budget(memory_budget)  # a size string that cannot be read fails here
+        self.memory_budget = memory_budget
         unknown = set(preset) - set(_PRESET_DEFAULTS)
         if unknown:
             raise TypeError(f"unknown preset option(s) {sorted(unknown)}; known: "
@@ -291,10 +310,12 @@ class TopologyDesigner(ActionWidget):
     def _on_preset(self, change):
         if self._internal:
             return
-        with self._guard("preset"):
+        with self._guard("preset"), self._busy("building the preset…"):
             t0 = time.perf_counter()
             family, in_f, out_f, kw = preset_kwargs(change["new"])
-            gen = build(family, in_f, out_f, calibrate=False, **kw)
+            check_preset(family, in_f, out_f, budget=self.memory_budget, **kw)
+            gen = build(family, in_f, out_f, calibrate=False, memory_budget=self.memory_budget,
+                        **kw)
             spec = gen.to_dict()
             self._commit(gen, spec, mode="preset", t0=t0)
 
@@ -327,20 +348,21 @@ class TopologyDesigner(ActionWidget):
             return
         t0 = time.perf_counter()
         try:
-            gen = self._build_custom(spec)
+            with self._busy("checking the drawing…"):
+                gen = self._build_custom(spec)
         except Exception as exc:  # shown in the widget; the last valid generator stays
             self._bad_key = key
             self.error = describe_error("design", exc)
             return
         self._commit(gen, None, mode="custom", t0=t0, key=key)
 
-    @staticmethod
-    def _build_custom(spec) -> Generator:
+    def _build_custom(self, spec) -> Generator:
         if not isinstance(spec, dict):
             raise TypeError(f"a design is a dict in the {FORMAT} format, got "
                             f"{type(spec).__name__}")
         if not spec.get("cores"):
             raise ValueError("the drawing has no cores: click on the canvas to add one")
+        check_graph(spec, budget=self.memory_budget)
         return from_graph(spec, activation=design_activation(spec), calibrate=False)
 
     def _commit(self, gen: Generator, spec: dict | None, *, mode: str, t0=None,
@@ -379,7 +401,7 @@ def _read_design(source) -> dict:
         spec.pop("family", None)
         return spec
     if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip()
-                                    .startswith("{")):
+                                    .startswith(("{", "["))):
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{str(source)[:80]!r} is neither JSON text nor a file")
@@ -390,8 +412,8 @@ def _read_design(source) -> dict:
         except json.JSONDecodeError as err:
             raise ValueError(f"could not read the design JSON: {err}") from None
     if not isinstance(source, dict):
-        raise TypeError(f"a design is JSON text, a file, a dict or a Generator, got "
-                        f"{type(source).__name__}")
+        raise TypeError(f"a design is a JSON object (text or file), a dict or a Generator, got "
+                        f"{type(source).__name__} {str(source)[:40]}")
     return copy.deepcopy(source)
 
 
@@ -414,7 +436,7 @@ def _stats(gen: Generator, report, elapsed_ms: float) -> dict:
         "activations": [a.name for a in gen.activations],
         "text": {
             "params": f"{gen.num_params:,}",
-            "compression": f"{gen.compression_ratio:,.1f}×",
+            "compression": format_ratio(gen.compression_ratio),
             "flops": format_count(report.total_flops, "FLOP"),
             "peak": format_bytes(report.peak_bytes),
         },

@@ -1,12 +1,17 @@
 """``CompressionExplorer``: accuracy against parameters over a sweep of generators.
 
-The widget runs a small sweep (families x bond dimensions on one model and dataset, plus the
-dense model and the MPO and low-rank baselines) in a background thread, or loads the rows of an
-earlier sweep (a list of dicts or a ``results.jsonl`` written by
+The widget runs a small sweep (families x budgets x seeds on one model, layer and dataset,
+plus the dense model and the MPO and low-rank baselines) in a background thread, or loads the
+rows of an earlier sweep (a list of dicts or a ``results.jsonl`` written by
 :func:`adntn_lab.train.run_sweep`). It plots test accuracy against the number of trainable
 parameters on a log axis, marks the Pareto front (no other point has at most as many
 parameters and at least the accuracy, one of them strictly), and shows the configuration of the
 point the user clicks; :attr:`CompressionExplorer.selected_generator` returns its generator.
+
+Every point records what it was trained on (dataset, model, compressed layer, hidden width):
+rows that do not say are read from their run folder's ``config.json``. One plot shows one such
+experiment only, with its own Pareto front; the ``view`` menu switches between them, so a
+sweep on another dataset never lands on (or takes over the front of) an earlier one.
 """
 
 from __future__ import annotations
@@ -20,23 +25,63 @@ import traitlets
 
 from ..families import FAMILIES, all_families, get_family
 from ..generator import Generator, build
-from ._common import ActionWidget, describe_error, json_safe, widget_module, widget_styles
+from ._common import STATIC, ActionWidget, describe_error, json_safe
 
-__all__ = ["CompressionExplorer", "pareto_front", "normalise_point"]
+__all__ = ["CompressionExplorer", "budget_label", "group_of", "normalise_point", "pareto_front",
+           "sweep_jobs", "train_point"]
 
 BASELINES = ("dense", "mpo", "lowrank")
 _DEFAULT_SETTINGS = {
     "dataset": "digits",
     "model": "fc2",
+    "layer": "fc1",
+    "hidden": 64,
     "families": ["ttn", "mera", "brickwall"],
-    "bond_dims": [2, 4],
+    "budgets": [2, 4],
     "baselines": list(BASELINES),
+    "seeds": [0],
     "epochs": 3,
     "lr": 3e-3,
     "batch_size": 64,
-    "hidden": 64,
-    "seed": 0,
 }
+_SETTING_ALIASES = {"bond_dims": "budgets"}  # older name of the budgets
+_UNKNOWN = "?"
+
+
+def _settings_in(settings: dict) -> dict:
+    """Settings with aliases resolved (``bond_dims`` -> ``budgets``, ``seed`` -> ``seeds``)."""
+    s = dict(settings)
+    for old, new in _SETTING_ALIASES.items():
+        if old in s:
+            s.setdefault(new, s.pop(old))
+    if "seed" in s:
+        s.setdefault("seeds", [s.pop("seed")])
+    return s
+
+
+def group_of(point: dict) -> str:
+    """The experiment a point belongs to: dataset, model, compressed layer and hidden width.
+
+    Points of one group share a plot and a Pareto front; others never do.
+    """
+    hidden = point.get("hidden")
+    parts = [point.get("dataset") or _UNKNOWN, point.get("model") or _UNKNOWN,
+             point.get("layer") or _UNKNOWN]
+    if hidden:
+        parts.append(f"hidden {hidden}")
+    return " · ".join(str(x) for x in parts)
+
+
+def budget_label(family: str | None, value) -> str:
+    """``ttn χ=4``, ``brickwall depth=3``, ``lowrank rank=8``; ``dense`` for the dense model."""
+    if family in (None, "dense"):
+        return "dense"
+    try:
+        knob = get_family(family).knob_label
+    except ValueError:
+        knob = "chi"
+    knob = "χ" if knob == "chi" else knob
+    return f"{family} {knob}={value}" if value is not None else family
 
 
 def pareto_front(params, accuracy) -> list[int]:
@@ -91,7 +136,9 @@ def normalise_point(row: dict) -> dict:
     Needs ``params`` and ``test_acc``; reads ``family`` (None or ``"dense"`` for the dense
     model), ``bond_dim``, ``compression``, ``in_features``/``out_features`` (or a
     ``compressed_layers`` list with ``shape``), ``options``, ``activation``, ``key`` and
-    ``run_dir`` when present.
+    ``run_dir`` when present, and what the point was trained on: ``dataset``, ``model``,
+    ``layer`` (or ``compress``, a list of layer patterns) and ``hidden`` (read from
+    ``run_dir/config.json`` when the row does not say).
     """
     if not isinstance(row, dict):
         raise TypeError(f"a result row is a dict, got {type(row).__name__}")
@@ -114,6 +161,19 @@ def normalise_point(row: dict) -> dict:
         "seed": row.get("seed", 0),
         "run_dir": row.get("run_dir"),
     }
+    config = _config_from_run_dir(Path(row["run_dir"])) if row.get("run_dir") else {}
+    layer = row.get("layer") or row.get("compress") or config.get("compress")
+    if isinstance(layer, (list, tuple)):
+        layer = ",".join(str(x) for x in layer)
+    model = row.get("model") or config.get("model")
+    if layer is None and model is not None:
+        from ..train.runs import DEFAULT_COMPRESS
+
+        layer = ",".join(DEFAULT_COMPRESS.get(model, ())) or None
+    point.update(dataset=row.get("dataset") or config.get("dataset"), model=model,
+                 layer=layer, hidden=row.get("hidden") or config.get("hidden"))
+    point["group"] = group_of(point)
+    point["label"] = budget_label(family, point["bond_dim"])
     shape = None
     if row.get("in_features") and row.get("out_features"):
         shape = [int(row["out_features"]), int(row["in_features"])]
@@ -127,6 +187,17 @@ def normalise_point(row: dict) -> dict:
         shape = _shape_from_run_dir(Path(row["run_dir"]))
     point["shape"] = shape
     return point
+
+
+def _config_from_run_dir(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _shape_from_run_dir(run_dir: Path):
@@ -170,25 +241,36 @@ class CompressionExplorer(ActionWidget):
         Shape of the compressed layer, for ``selected_generator`` of loaded rows that do not
         record it.
     **settings
-        The sweep that Run performs: ``dataset`` ("digits"), ``model`` ("fc2"), ``families``,
-        ``bond_dims``, ``baselines`` (any of "dense", "mpo", "lowrank"), ``epochs``, ``lr``,
-        ``batch_size``, ``hidden`` (FC-2 width), ``seed``.
+        The sweep that Run performs: ``dataset`` ("digits"), ``model`` ("fc2"), ``layer``
+        (layer patterns to compress, comma-separated: "fc1"), ``hidden`` (FC-2 width),
+        ``families``, ``budgets`` (values of each family's knob: the bond dimension, the rank
+        of ``lowrank``, the depth of ``brickwall``; ``bond_dims`` is an older name),
+        ``baselines`` (any of "dense", "mpo", "lowrank"), ``seeds``, ``epochs``, ``lr``,
+        ``batch_size``. When loaded rows all come from one experiment, its dataset, model,
+        layer and width are the defaults, so that Run adds to the same plot.
 
     Attributes
     ----------
     points : list of dict
-        One per result, in the order they came.
+        One per result, in the order they came; ``group`` names the experiment.
+    view : str
+        The experiment the plot shows (a ``group`` of ``points``).
+    groups : list of dict
+        Every experiment: ``key``, ``count``.
     front : list of int
-        Indices of ``points`` on the Pareto front, by increasing parameters.
+        Indices of ``points`` on the Pareto front of the viewed experiment, by increasing
+        parameters (``pareto`` on each point: on the front of its own experiment).
     selected : int
         Index of the selected point (-1 for none); the browser sets it on a click.
     selected_generator : Generator or None
     """
 
-    _esm = widget_module("explorer")
-    _css = widget_styles("explorer")
+    _esm = STATIC / "explorer.js"
+    _css = STATIC / "explorer.css"
 
     points = traitlets.List().tag(sync=True)
+    view = traitlets.Unicode("").tag(sync=True)
+    groups = traitlets.List().tag(sync=True)
     front = traitlets.List().tag(sync=True)
     selected = traitlets.Int(-1).tag(sync=True)
     selection = traitlets.Dict().tag(sync=True)
@@ -200,22 +282,29 @@ class CompressionExplorer(ActionWidget):
     _actions = {"run": "run", "stop": "stop"}
 
     def __init__(self, results=None, *, layer_shape=None, **settings):
+        settings = _settings_in(settings)
         unknown = set(settings) - set(_DEFAULT_SETTINGS)
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: "
                             f"{', '.join(_DEFAULT_SETTINGS)}")
         super().__init__()
+        from ..data import DATASETS
+        from ..models import MODELS
+
         self._generators: dict[int, Generator] = {}
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self.layer_shape = list(layer_shape) if layer_shape is not None else None
         self.choices = {"families": [f.name for f in all_families() if f.role == "generator"],
-                        "baselines": list(BASELINES)}
-        self.settings = json_safe({**_DEFAULT_SETTINGS, **settings})
+                        "baselines": list(BASELINES), "datasets": list(DATASETS),
+                        "models": list(MODELS),
+                        "knobs": {f: get_family(f).knob_label for f in FAMILIES}}
+        rows = [normalise_point(r) for r in _read_rows(results)] if results is not None else []
+        self.settings = json_safe({**_DEFAULT_SETTINGS, **_experiment_of(rows), **settings})
         self._check_settings(self.settings)
-        if results is not None:
-            self.add_results(results)
+        if rows:
+            self._add_points(rows)
 
     # ------------------------------------------------------------------ public
     def add_results(self, results) -> None:
@@ -247,9 +336,15 @@ class CompressionExplorer(ActionWidget):
         return gen
 
     def run(self, **settings) -> None:
-        """Run the sweep in a background thread; points appear as they finish."""
+        """Run the sweep in a background thread; points appear as they finish (in their
+        own experiment's plot, which the view switches to)."""
         if self._thread is not None and self._thread.is_alive():
             raise ValueError("a sweep is already running; press Stop first")
+        settings = _settings_in(settings)
+        unknown = set(settings) - set(_DEFAULT_SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: "
+                            f"{', '.join(_DEFAULT_SETTINGS)}")
         merged = {**self.settings, **settings}
         self._check_settings(merged)
         self.settings = json_safe(merged)
@@ -274,6 +369,15 @@ class CompressionExplorer(ActionWidget):
         return self._thread is None or not self._thread.is_alive()
 
     # ------------------------------------------------------------------ traits
+    @traitlets.observe("view")
+    def _on_view(self, change):
+        with self._guard("view"):
+            known = [g["key"] for g in self.groups]
+            if change["new"] not in known and known:
+                self.view = change["old"] if change["old"] in known else known[0]
+                raise ValueError(f"no experiment {change['new']!r}; choose one of {known}")
+            self._refresh_front()
+
     @traitlets.observe("selected")
     def _on_selected(self, change):
         with self._guard("select"):
@@ -294,47 +398,82 @@ class CompressionExplorer(ActionWidget):
         bad = [b for b in s.get("baselines") or [] if b not in BASELINES]
         if bad:
             raise ValueError(f"unknown baselines {bad}; choose from {', '.join(BASELINES)}")
-        dims = s.get("bond_dims") or []
-        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0
-                           for d in dims):
-            raise ValueError(f"bond_dims must be a non-empty list of positive integers, got "
-                             f"{dims!r}")
+        for key, minimum in (("budgets", 1), ("seeds", 0)):
+            vals = s.get(key)
+            if (not isinstance(vals, (list, tuple)) or not vals
+                    or any(isinstance(d, bool) or not isinstance(d, int) or d < minimum
+                           for d in vals)):
+                what = "positive" if minimum else "non-negative"
+                raise ValueError(f"{key} must be a non-empty list of {what} integers, got "
+                                 f"{vals!r}")
+        from ..data import DATASETS
+        from ..models import MODELS
+
+        if s.get("dataset") not in DATASETS:
+            raise ValueError(f"unknown dataset {s.get('dataset')!r}; choose one of "
+                             f"{', '.join(DATASETS)}")
+        if s.get("model") not in MODELS:
+            raise ValueError(f"unknown model {s.get('model')!r}; choose one of "
+                             f"{', '.join(MODELS)}")
+        if not isinstance(s.get("layer"), str) or not s["layer"].strip():
+            raise ValueError(f"layer must name the layers to compress, e.g. 'fc1', got "
+                             f"{s.get('layer')!r}")
         for k in ("epochs", "batch_size"):
             v = s.get(k)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
 
-    def _add_points(self, new: list[dict], generators=None) -> None:
+    def _add_points(self, new: list[dict], generators=None, *, show: bool = False) -> None:
+        """Append points; ``show`` switches the view to the last one's experiment."""
         with self._lock:
             start = len(self.points)
             for k, gen in enumerate(generators or []):
                 if gen is not None:
                     self._generators[start + k] = gen
             points = list(self.points) + new
+            counts: dict[str, int] = {}
             for i, p in enumerate(points):
                 p["index"] = i
-            front = pareto_front([p["params"] for p in points], [p["test_acc"] for p in points])
-            on = set(front)
+                counts[p["group"]] = counts.get(p["group"], 0) + 1
+            on: set[int] = set()
+            for group in counts:  # each experiment has its own front
+                idx = [i for i, p in enumerate(points) if p["group"] == group]
+                on |= {idx[j] for j in pareto_front([points[i]["params"] for i in idx],
+                                                    [points[i]["test_acc"] for i in idx])}
             for i, p in enumerate(points):
                 p["pareto"] = i in on
+            view = self.view
+            if show and new:
+                view = new[-1]["group"]
+            elif view not in counts:
+                view = points[0]["group"] if points else ""
             with self.hold_sync():
                 self.points = json_safe(points)
-                self.front = front
+                self.groups = [{"key": g, "count": n} for g, n in counts.items()]
+                self.view = view
+                self._refresh_front()
             if self.selected >= 0:
                 self._describe_selection()
+
+    def _refresh_front(self) -> None:
+        idx = [i for i, p in enumerate(self.points) if p["group"] == self.view]
+        front = pareto_front([self.points[i]["params"] for i in idx],
+                             [self.points[i]["test_acc"] for i in idx])
+        self.front = [idx[j] for j in front]
 
     def _describe_selection(self) -> None:
         p = self.selected_point
         if p is None:
             self.selection = {}
             return
-        others = [q for q in self.points if q is not p]
+        others = [q for q in self.points if q is not p and q["group"] == p["group"]]
         dominated_by = [q["key"] for q in others
                         if _dominates(q, p)]
         self.selection = json_safe({
-            **{k: p.get(k) for k in ("key", "family", "kind", "bond_dim", "params", "test_acc",
-                                     "compression", "options", "activation", "seed", "run_dir",
-                                     "pareto")},
+            **{k: p.get(k) for k in ("key", "label", "family", "kind", "bond_dim", "params",
+                                     "test_acc", "compression", "options", "activation", "seed",
+                                     "run_dir", "pareto", "dataset", "model", "layer", "hidden",
+                                     "group")},
             "shape": p.get("shape") or (self.layer_shape if p["kind"] != "dense" else None),
             "dominated_by": dominated_by,
             "has_generator": p["kind"] != "dense",
@@ -342,46 +481,22 @@ class CompressionExplorer(ActionWidget):
 
     def _sweep(self, s: dict, stop_event: threading.Event) -> None:
         from ..data import load_dataset
-        from ..nn.compress import adntn_layers
-        from ..train.runs import RunConfig, run_training
 
         try:
             data = load_dataset(s["dataset"])
-            jobs: list[tuple[str | None, int | None]] = []
-            if "dense" in (s.get("baselines") or []):
-                jobs.append((None, None))
-            fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
-                                                    if b != "dense"]
-            for fam in dict.fromkeys(fams):
-                # each budget sets the family's knob: chi, the rank, or the brick-wall depth
-                jobs += [(fam, int(bd)) for bd in s["bond_dims"]]
-            for n, (fam, bd) in enumerate(jobs, start=1):
+            jobs = sweep_jobs(s)
+            for n, (fam, value, seed) in enumerate(jobs, start=1):
                 if stop_event.is_set():
                     break
-                label = "dense" if fam is None else f"{fam} {get_family(fam).knob_label}={bd}"
-                self.message = f"[{n}/{len(jobs)}] training {label}…"
-                config = RunConfig(model=s["model"], dataset=s["dataset"], family=fam,
-                                   bond_dim=bd or 1, epochs=s["epochs"], lr=float(s["lr"]),
-                                   batch_size=s["batch_size"], seed=int(s.get("seed", 0)),
-                                   hidden=s.get("hidden") if s["model"] == "fc2" else None)
-                result = run_training(config, None, data=data, progress=False, log=None,
-                                      stop_event=stop_event)
-                if stop_event.is_set() and not result.metrics.get("complete"):
+                self.message = f"[{n}/{len(jobs)}] training {budget_label(fam, value)}" + (
+                    f", seed {seed}" if len(s["seeds"]) > 1 else "") + "…"
+                trained = train_point(s, fam, value, seed, data, stop_event)
+                if trained is None:  # stopped mid-run: the point is incomplete
                     break
-                layers = result.metrics.get("compressed_layers") or []
-                key = "dense" if fam is None else f"{fam}-chi{bd}"
-                row = {"key": key, "family": fam,
-                       "bond_dim": bd, "params": result.metrics["params"]["trainable"],
-                       "test_acc": result.metrics.get("final", {}).get("test_acc"),
-                       "compressed_layers": layers, "seed": config.seed,
-                       "activation": config.activation}
-                before = sum(int(r.get("params_before", 0)) for r in layers)
-                after = sum(int(r.get("params_after", 0)) for r in layers)
-                row["compression"] = before / after if after else None
-                point = normalise_point(row)
-                generated = adntn_layers(result.model)
-                gen = next(iter(generated.values())).export_generator() if generated else None
-                self._add_points([point], [gen])
+                point, gen = trained
+                if len(s["seeds"]) > 1:
+                    point["key"] += f"-seed{seed}"
+                self._add_points([point], [gen], show=True)
             stopped = stop_event.is_set()
             self.status = "stopped" if stopped else "finished"
             self.message = (f"stopped after {len(self.points)} points" if stopped else
@@ -389,6 +504,70 @@ class CompressionExplorer(ActionWidget):
         except Exception as exc:  # shown in the widget; the points so far stay
             self.status = "error"
             self.error = describe_error("sweep", exc)
+
+
+def sweep_jobs(s: dict) -> list[tuple[str | None, int | None, int]]:
+    """The (family, budget, seed) points of a sweep: dense once per seed, every other family
+    at every budget (its knob's value: bond dimension, rank or depth)."""
+    fams = list(s.get("families") or []) + [b for b in (s.get("baselines") or [])
+                                            if b != "dense"]
+    jobs: list[tuple[str | None, int | None, int]] = []
+    for seed in s["seeds"]:
+        if "dense" in (s.get("baselines") or []):
+            jobs.append((None, None, int(seed)))
+        jobs += [(fam, int(v), int(seed)) for fam in dict.fromkeys(fams) for v in s["budgets"]]
+    return jobs
+
+
+def train_point(s: dict, family: str | None, value: int | None, seed: int, data,
+                stop_event: threading.Event):
+    """Train one point of the explorer's sweep; returns ``(point, generator)``, or None when
+    ``stop_event`` stopped it before it finished.
+
+    The one place the explorer trains: a sweep executor can take over from here.
+    """
+    from ..nn.compress import adntn_layers
+    from ..train.runs import RunConfig, run_training
+
+    # RunConfig turns the budget into the family's knob (chi, the rank, the brick-wall depth)
+    # the same way the explorer rebuilds a point's generator (budget_build_options)
+    options: dict = {}
+    layers = [x.strip() for x in s["layer"].split(",") if x.strip()]
+    config = RunConfig(model=s["model"], dataset=s["dataset"], family=family,
+                       bond_dim=value or 4, options=options, compress=layers,
+                       epochs=s["epochs"], lr=float(s["lr"]), batch_size=s["batch_size"],
+                       seed=int(seed), hidden=s.get("hidden") if s["model"] == "fc2" else None)
+    result = run_training(config, None, data=data, progress=False, log=None,
+                          stop_event=stop_event)
+    if stop_event.is_set() and not result.metrics.get("complete"):
+        return None
+    compressed = result.metrics.get("compressed_layers") or []
+    label = get_family(family).knob_label if family else ""
+    row = {"key": "dense" if family is None else f"{family}-{label}{value}",
+           "family": family, "bond_dim": value,
+           "params": result.metrics["params"]["trainable"],
+           "test_acc": result.metrics.get("final", {}).get("test_acc"),
+           "compressed_layers": compressed, "seed": config.seed,
+           "activation": config.activation, "options": options,
+           "dataset": s["dataset"], "model": s["model"], "layer": ",".join(layers),
+           "hidden": config.hidden}
+    before = sum(int(r.get("params_before", 0)) for r in compressed)
+    after = sum(int(r.get("params_after", 0)) for r in compressed)
+    row["compression"] = before / after if after else None
+    generated = adntn_layers(result.model)
+    gen = next(iter(generated.values())).export_generator() if generated else None
+    return normalise_point(row), gen
+
+
+def _experiment_of(points: list[dict]) -> dict:
+    """Settings of the one experiment all loaded points share (empty if they differ)."""
+    keys = {(p.get("dataset"), p.get("model"), p.get("layer"), p.get("hidden"))
+            for p in points}
+    if len(keys) != 1:
+        return {}
+    dataset, model, layer, hidden = keys.pop()
+    found = {"dataset": dataset, "model": model, "layer": layer, "hidden": hidden}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _dominates(q: dict, p: dict) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 
 import numpy as np
@@ -23,6 +24,7 @@ from ..engine.cost import cost_report
 from ..engine.program import Program
 from ..generator import Generator
 from ._common import (
+    STATIC,
     ActionWidget,
     array_to_png,
     figure_to_data_url,
@@ -30,8 +32,6 @@ from ._common import (
     format_count,
     json_safe,
     new_figure,
-    widget_module,
-    widget_styles,
 )
 
 __all__ = ["ContractionInspector", "merged_cores", "compare_schedules"]
@@ -157,7 +157,8 @@ def _synchronize(backend: str) -> None:
 
 def compare_schedules(generator: Generator, *, batch_size: int | None = None,
                       memory_limit: int | None = None, backend: str = "numpy", device=None,
-                      optimizers=COMPARE_OPTIMIZERS, measure: bool = True) -> list[dict]:
+                      optimizers=COMPARE_OPTIMIZERS, measure: bool = True, progress=None,
+                      stop_event: threading.Event | None = None) -> list[dict]:
     """Predicted cost and measured time of every schedule under every optimiser.
 
     Parameters
@@ -174,6 +175,11 @@ def compare_schedules(generator: Generator, *, batch_size: int | None = None,
     optimizers : sequence of str
     measure : bool
         Time each schedule (otherwise only the predicted costs).
+    progress : callable, optional
+        ``progress(done, total, optimizer, schedule)`` before each measurement.
+    stop_event : threading.Event, optional
+        Set it to skip the remaining measurements (their rows keep the predicted costs,
+        with the note ``"stopped"``).
 
     Returns
     -------
@@ -195,6 +201,8 @@ def compare_schedules(generator: Generator, *, batch_size: int | None = None,
                            dtype=np.float32 if backend != "torch" else None)["x"]
     biggest = max(len(g.operands) for g in generator.program.groups)
     schedules = [("materialize", None), ("fused", None), ("sliced", memory_limit)]
+    total = len(optimizers) * len(schedules)
+    done = 0
     for opt in optimizers:
         if opt == "optimal" and biggest > _OPTIMAL_MAX_OPERANDS:
             for name, _ in schedules:
@@ -219,8 +227,13 @@ def compare_schedules(generator: Generator, *, batch_size: int | None = None,
                 rows.append(_row(opt, name, note=note))
                 continue
             row = _row(opt, name, report=report)
-            if measure:
+            if measure and stop_event is not None and stop_event.is_set():
+                row["note"] = "stopped"
+            elif measure:
+                if progress is not None:
+                    progress(done, total, opt, name)
                 row["time_ms"] = _measure(gen, name, arrays, x, limit, backend)
+            done += 1
             rows.append(row)
     return rows
 
@@ -277,11 +290,14 @@ class ContractionInspector(ActionWidget):
     intermediate : dict
         Shape, size, norm, min/max/mean/std of the current step's intermediate.
     comparison : list of dict
-        Rows of the schedule/optimiser comparison (after ``compare()``).
+        Rows of the schedule/optimiser comparison: predicted costs, refreshed whenever batch,
+        memory limit or backend change; measured times after Measure (``compare()``).
+    measuring : bool
+        True while Measure runs in the background (Stop ends it after the current row).
     """
 
-    _esm = widget_module("inspector")
-    _css = widget_styles("inspector")
+    _esm = STATIC / "inspector.js"
+    _css = STATIC / "inspector.css"
 
     summary = traitlets.Dict().tag(sync=True)
     groups = traitlets.List().tag(sync=True)
@@ -299,8 +315,9 @@ class ContractionInspector(ActionWidget):
     backends = traitlets.List().tag(sync=True)
     batch_size = traitlets.Int(0).tag(sync=True)
     memory_limit = traitlets.Int(0).tag(sync=True)
+    measuring = traitlets.Bool(False).tag(sync=True)
 
-    _actions = {"compare": "compare"}
+    _actions = {"compare": "measure_in_background", "stop": "stop"}
 
     def __init__(self, generator: Generator, batch_size: int | None = None,
                  backend: str = "numpy", memory_limit: int | None = None, device=None):
@@ -312,6 +329,8 @@ class ContractionInspector(ActionWidget):
         self._internal = False
         super().__init__()
         self._gen = generator
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
         self.device = device
         self.backends = available_backends()
         if backend not in self.backends:
@@ -368,24 +387,60 @@ class ContractionInspector(ActionWidget):
         _, offset, _ = self._group_index[self.group]
         return offset + self.step
 
-    def compare(self, measure: bool = True) -> list[dict]:
+    def compare(self, measure: bool = True, stop_event: threading.Event | None = None
+                ) -> list[dict]:
         """Fill ``comparison`` with every schedule under every optimiser (see
-        :func:`compare_schedules`)."""
-        self.busy = "comparing schedules…"
-        try:
+        :func:`compare_schedules`); blocks until done (Measure in the page runs it in the
+        background instead)."""
+        def progress(done, total, opt, schedule):
+            self.busy = f"measuring {done + 1}/{total}: {opt} · {schedule}…"
+
+        with self._busy("measuring…" if measure else "predicting costs…"):
             rows = compare_schedules(self._gen, batch_size=self.batch_size or None,
                                      memory_limit=self.memory_limit or None,
                                      backend=self.backend, device=self.device,
-                                     measure=measure)
-        finally:
-            self.busy = ""
+                                     measure=measure, progress=progress,
+                                     stop_event=stop_event)
         for r in rows:
             r["text"] = {"flops": format_count(r["flops"]) if r["flops"] is not None else "–",
                          "peak": format_bytes(r["peak_bytes"]) if r["peak_bytes"] else "–",
-                         "time": f"{r['time_ms']:.3g} ms" if r["time_ms"] is not None else "–"}
+                         "time": (f"{r['time_ms']:.3g} ms" if r["time_ms"] is not None else
+                                  "press Measure" if not measure and r["flops"] is not None
+                                  else "–")}
         self.comparison = json_safe(rows)
         self.error = ""
         return rows
+
+    def measure_in_background(self) -> None:
+        """Measure in a thread, with progress in ``busy``; :meth:`stop` ends it early."""
+        if self.running:
+            raise ValueError("a measurement is already running; press Stop first")
+        self._stop_event = threading.Event()
+        self.measuring = True
+        self._thread = threading.Thread(target=self._measure_thread, args=(self._stop_event,),
+                                        name="adntn-inspector-measure", daemon=True)
+        self._thread.start()
+
+    def _measure_thread(self, stop_event: threading.Event) -> None:
+        try:
+            with self._guard("measure"):
+                self.compare(measure=True, stop_event=stop_event)
+        finally:
+            self.measuring = False
+
+    def stop(self) -> None:
+        """Skip the remaining measurements (the current one finishes)."""
+        self._stop_event.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a background measurement ends; True if none is running."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
 
     # ------------------------------------------------------------------ trait handlers
     @traitlets.observe("group")
@@ -415,7 +470,10 @@ class ContractionInspector(ActionWidget):
 
     @traitlets.observe("backend")
     def _on_backend(self, change):
-        if self._internal or change["new"] in self.backends:
+        if self._internal:
+            return
+        if change["new"] in self.backends:
+            self._refresh_comparison()
             return
         self._set_quietly(backend=change["old"])
         self.error = (f"backend {change['new']!r} is not available here; use one of "
@@ -423,10 +481,21 @@ class ContractionInspector(ActionWidget):
 
     @traitlets.observe("batch_size", "memory_limit")
     def _on_sizes(self, change):
-        if self._internal or change["new"] >= 0:
+        if self._internal:
+            return
+        if change["new"] >= 0:
+            self._refresh_comparison()
             return
         self._set_quietly(**{change["name"]: change["old"]})
         self.error = f"{change['name']} must be 0 (none) or a positive number"
+
+    def _refresh_comparison(self) -> None:
+        """Predicted costs for the new settings at once (times wait for Measure)."""
+        if self.running:
+            self.stop()  # its rows belong to the old settings
+            self.wait(30.0)
+        with self._guard("compare"):
+            self.compare(measure=False)
 
     # ------------------------------------------------------------------ internals
     def _summary(self) -> dict:

@@ -4,12 +4,17 @@ Training runs :func:`adntn_lab.train.fit` in a daemon thread with a ``threading.
 ``fit`` checks after every optimiser step, so Stop takes effect within one step. The model and
 the :class:`~adntn_lab.train.TrainState` (optimiser, position in the data, random state) stay
 on the widget, so Resume continues exactly where Stop left off.
+
+One trainer per model at a time: a new ``LiveTrainer`` of a model that another one is
+training stops that one first (within one step) and marks it replaced, so running the cell
+twice never has two threads updating the same parameters.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -19,18 +24,45 @@ from torch import nn
 from ..nn.compress import adntn_layers
 from ..train.loop import OPTIMIZERS, TrainState, fit
 from ._common import (
+    STATIC,
     ActionWidget,
     array_to_png,
     describe_error,
     json_safe,
-    widget_module,
-    widget_styles,
+    register_cache,
 )
 
 __all__ = ["LiveTrainer", "compression_info"]
 
 _MAX_CURVE_POINTS = 400
 _MAX_GRAD_BARS = 48
+_TAKEOVER_TIMEOUT_S = 30.0
+
+# model -> the LiveTrainer that owns it; written by the notebook thread (a new trainer) and
+# read by the training threads' owners, hence the lock
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_OWNERS_LOCK = threading.Lock()
+
+
+def _claim(model: nn.Module, trainer: LiveTrainer) -> None:
+    """Make ``trainer`` the owner of ``model``, stopping the previous owner's thread."""
+    with _OWNERS_LOCK:
+        previous = _OWNERS.get(model)
+        _OWNERS[model] = trainer
+    if previous is not None and previous is not trainer:
+        previous._replace()
+
+
+def clear_trainer_registry() -> None:
+    """Stop every registered trainer's thread (without waiting) and forget the owners."""
+    with _OWNERS_LOCK:
+        owners = list(_OWNERS.values())
+        _OWNERS.clear()
+    for trainer in owners:
+        trainer._stop_event.set()
+
+
+register_cache(clear_trainer_registry)
 
 
 def compression_info(model: nn.Module) -> dict:
@@ -113,15 +145,17 @@ class LiveTrainer(ActionWidget):
 
     Attributes
     ----------
-    status : {"idle", "running", "stopping", "stopped", "finished", "error"}
+    status : {"idle", "running", "stopping", "stopped", "finished", "error", "replaced"}
+        ``"replaced"``: a newer ``LiveTrainer`` of the same model took over; this one
+        refuses Start and Resume.
     history : History
         Everything recorded so far (``state.history``).
     state : TrainState
         Optimiser, position in the data and random state; Resume continues from it.
     """
 
-    _esm = widget_module("trainer")
-    _css = widget_styles("trainer")
+    _esm = STATIC / "trainer.js"
+    _css = STATIC / "trainer.css"
 
     status = traitlets.Unicode("idle").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
@@ -169,14 +203,16 @@ class LiveTrainer(ActionWidget):
         self.show_grads = show_grads
         self.update_interval = float(update_interval)
         self._weight_module, self._weight_name = self._find_weight_layer(weight_layer)
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._replaced = False
+        _claim(model, self)  # before touching the model: the previous owner's thread stops
         # the optimiser is built here, not in the thread: its first construction imports a
         # lot of torch, which would otherwise delay the first step (and a Stop) by seconds
         model.to(self.device)
         self.state: TrainState = TrainState.create(model, lr=self.lr, seed=seed,
                                                    optimizer=optimizer,
                                                    weight_decay=weight_decay)
-        self._thread: threading.Thread | None = None
-        self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._last_push = 0.0
         self._last_image = 0.0
@@ -198,6 +234,7 @@ class LiveTrainer(ActionWidget):
 
     def start(self) -> None:
         """Train for ``epochs`` more epochs (Resume instead continues a stopped run)."""
+        self._check_owner()
         if self.running:
             raise ValueError("training is already running; press Stop first")
         done = self.state.epoch
@@ -207,6 +244,7 @@ class LiveTrainer(ActionWidget):
 
     def resume(self) -> None:
         """Continue the stopped run up to its target number of epochs."""
+        self._check_owner()
         if self.running:
             raise ValueError("training is already running")
         if self._target == 0:
@@ -229,6 +267,27 @@ class LiveTrainer(ActionWidget):
         if thread is not None:
             thread.join(timeout)
         return not self.running
+
+    # ------------------------------------------------------------------ ownership
+    def _check_owner(self) -> None:
+        if self._replaced:
+            raise ValueError("a newer LiveTrainer of this model took over; use that one "
+                             "(one trainer per model at a time)")
+
+    def _replace(self) -> None:
+        """Stop this trainer for good: a newer one of the same model took over."""
+        self._replaced = True
+        self._stop_event.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(_TAKEOVER_TIMEOUT_S)
+            if thread.is_alive():
+                raise RuntimeError(f"the previous LiveTrainer of this model did not stop "
+                                   f"within {_TAKEOVER_TIMEOUT_S:.0f} s; stop it first")
+        with self.hold_sync():
+            self.status = "replaced"
+            self.message = (f"a newer LiveTrainer of this model took over at step "
+                            f"{self.state.step}; use that one")
 
     # ------------------------------------------------------------------ thread
     def _launch(self, target: int) -> None:
@@ -261,6 +320,8 @@ class LiveTrainer(ActionWidget):
             status, message = "error", "training failed"
             self.error = describe_error("training", exc)
         self._push(force_images=True)
+        if self._replaced:
+            return  # _replace() shows the final state
         with self.hold_sync():
             self.status = status
             self.message = message

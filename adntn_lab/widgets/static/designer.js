@@ -4,6 +4,16 @@
 // (bumped when Python replaces the design: the view is refitted), stats, choices, error.
 // Custom messages: {action: "load_json", source}, {action: "new_custom", ...},
 // {action: "edit_as_custom"}, {action: "reshape", in_features, out_features, n_sites}.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
+
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22", "#17becf"];
@@ -15,13 +25,33 @@ const LEG = 26;         // physical-leg stub length in pixels
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const stageColor = (s) => PALETTE[((s % 10) + 10) % 10];
 
+// Control point of a quadratic curve from p0 to p1 that passes clear of every centre in
+// `others` lying on the straight segment (null when the segment is clear).
+function bendAround(p0, p1, others) {
+  const [dx, dy] = [p1[0] - p0[0], p1[1] - p0[1]];
+  const len = Math.hypot(dx, dy);
+  if (!len) return null;
+  const [nx, ny] = [-dy / len, dx / len];
+  let push = 0;
+  for (const [cx, cy] of others) {
+    const t = ((cx - p0[0]) * dx + (cy - p0[1]) * dy) / (len * len);
+    if (t <= 0.05 || t >= 0.95) continue;
+    const off = (cx - p0[0]) * nx + (cy - p0[1]) * ny;
+    if (Math.abs(off) < R * 1.4) push = (off > 0 ? -1 : 1) * Math.max(Math.abs(push), R * 4.5);
+  }
+  if (!push) return null;
+  return [(p0[0] + p1[0]) / 2 + nx * push, (p0[1] + p1[1]) / 2 + ny * push];
+}
+
 function labeled(label, input, testid) {
   const wrap = el("label", { class: "adntn-field", "data-testid": testid }, el("span", { text: label }), input);
   return wrap;
 }
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-designer");
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "designer");
   let view = null;             // {scale, ox, oy}: design units -> pixels
   let seenRev = -1;
   let selected = null;         // {type: "core"|"bond", name|index}
@@ -42,7 +72,7 @@ function render({ model, el: root }) {
   const legend = el("div", { class: "adntn-legend" });
   const inspector = el("div", { class: "adntn-selection" });
   const stats = el("div", { class: "adntn-stats", "data-testid": "designer-stats" });
-  const error = el("div", { class: "adntn-error", "data-testid": "designer-error" });
+  const busy = common.busySign(model, "designer-busy");
   const jsonBox = el("textarea", { class: "adntn-json", rows: 6, spellcheck: "false",
     "data-testid": "designer-json", placeholder: "adntn-graph/1 JSON" });
   const jsonRow = el("div", { class: "adntn-row" },
@@ -51,19 +81,19 @@ function render({ model, el: root }) {
       jsonBox.select();
     } }),
     el("button", { text: "Load JSON", "data-testid": "load-json", onclick: () => {
-      model.send({ action: "load_json", source: jsonBox.value });
+      connection.send({ action: "load_json", source: jsonBox.value });
     } }),
   );
   const jsonDetails = el("details", { class: "adntn-json-details" }, el("summary", { text: "JSON (adntn-graph/1)" }), jsonRow, jsonBox);
   const main = el("div", { class: "adntn-main" },
     el("div", { class: "adntn-left" }, controls, inspector),
     el("div", { class: "adntn-center" }, canvas, legend),
-    el("div", { class: "adntn-right" }, stats));
-  root.append(tabs, main, error, jsonDetails);
+    el("div", { class: "adntn-right" }, busy.node, stats));
+  root.append(tabs, main, error.node, jsonDetails);
 
   presetTab.addEventListener("click", () => { model.set("mode", "preset"); model.save_changes(); });
   customTab.addEventListener("click", () => {
-    if (model.get("mode") !== "custom") model.send({ action: "edit_as_custom" });
+    if (model.get("mode") !== "custom") connection.send({ action: "edit_as_custom" });
   });
 
   // ------------------------------------------------------------------ helpers
@@ -126,10 +156,10 @@ function render({ model, el: root }) {
   const actInput = el("input", { type: "text", class: "adntn-text", "data-testid": "custom-activation",
     list: "adntn-activations", placeholder: "relu (or one per stage: relu,tanh,identity)" });
   const reshapeBtn = el("button", { text: "Apply shape", "data-testid": "apply-shape", onclick: () => {
-    model.send({ action: "reshape", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
+    connection.send({ action: "reshape", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
   } });
   const newBtn = el("button", { text: "New empty drawing", "data-testid": "new-custom", onclick: () => {
-    model.send({ action: "new_custom", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
+    connection.send({ action: "new_custom", in_features: +shapeIn.value, out_features: +shapeOut.value, n_sites: +shapeSites.value });
   } });
   actInput.addEventListener("change", () => {
     const d = clone(design());
@@ -218,7 +248,7 @@ function render({ model, el: root }) {
       rows.push(labeled("lateral mixers", lat));
     }
     rows.push(el("button", { text: "Edit as custom drawing", "data-testid": "edit-as-custom",
-      onclick: () => model.send({ action: "edit_as_custom" }) }));
+      onclick: () => connection.send({ action: "edit_as_custom" }) }));
     controls.replaceChildren(...rows);
   }
 
@@ -302,9 +332,13 @@ function render({ model, el: root }) {
       const [x0, y0] = toPx(cu), [x1, y1] = toPx(cv);
       const isSel = selected && selected.type === "bond" && selected.index === i;
       const g = svg("g", { class: "adntn-bond" + (isSel ? " adntn-selected" : ""), "data-bond": i });
-      g.append(svg("line", { x1: x0, y1: y0, x2: x1, y2: y1, class: "adntn-bond-hit" }));
-      g.append(svg("line", { x1: x0, y1: y0, x2: x1, y2: y1, class: "adntn-bond-line" }));
-      if (!many) g.append(svg("text", { x: (x0 + x1) / 2, y: (y0 + y1) / 2 - 3, class: "adntn-bond-dim", text: b.dim }));
+      // a bond that would run through another core bows around it
+      const ctrl = bendAround([x0, y0], [x1, y1], cores.filter((c) => c !== cu && c !== cv).map(toPx));
+      const d = ctrl ? `M ${x0} ${y0} Q ${ctrl[0]} ${ctrl[1]} ${x1} ${y1}` : `M ${x0} ${y0} L ${x1} ${y1}`;
+      g.append(svg("path", { d, class: "adntn-bond-hit", fill: "none" }));
+      g.append(svg("path", { d, class: "adntn-bond-line", fill: "none" }));
+      const [mx, my] = ctrl ? [(x0 + 2 * ctrl[0] + x1) / 4, (y0 + 2 * ctrl[1] + y1) / 4] : [(x0 + x1) / 2, (y0 + y1) / 2];
+      if (!many) g.append(svg("text", { x: mx, y: my - 3, class: "adntn-bond-dim", text: b.dim }));
       if (custom) g.addEventListener("pointerdown", (ev) => { ev.stopPropagation(); selected = { type: "bond", index: i }; pending = null; draw(); });
       canvas.append(g);
     });
@@ -330,7 +364,7 @@ function render({ model, el: root }) {
         g.append(svg("line", { x1: x, y1: y, x2: x + dx, y2: ey, class: "adntn-leg-line" }));
         const o = modes[0][k], i = modes[1][k];
         const label = o !== undefined && i !== undefined && !many ? `p${k} ${o}×${i}` : `p${k}`;
-        const stagger = sites.length > 1 && !many ? (j % 2) * 10 : 0;
+        const stagger = sites.length > 1 ? (j % 2) * 10 : 0;  // two legs of one core: labels apart
         g.append(svg("text", { x: x + dx, y: ey + dir * (stagger + 4) + (dir > 0 ? 7 : 0), class: "adntn-leg-label", text: label }));
         canvas.append(g);
       });
@@ -461,8 +495,7 @@ function render({ model, el: root }) {
       row("site dims", siteDims(s.site_dims || []), "stat-sites"),
       el("div", { class: "adntn-stat-note", text: err ? "showing the last valid design" : `updated in ${s.ms ?? "–"} ms` }),
     );
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
+    error.update();
   }
 
   function refresh() {
@@ -476,17 +509,17 @@ function render({ model, el: root }) {
     showStats();
   }
 
-  const handlers = {
+  const unwire = common.wire(model, {
     "change:design": () => { if (!drag) draw(); if (isCustom()) customControls(); },
     "change:design_rev": draw,
     "change:mode": refresh,
     "change:preset": () => { if (!isCustom()) presetControls(); },
     "change:stats": () => { showStats(); draw(); },
     "change:error": showStats,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+    "change:busy": busy.update,
+  });
   refresh();
-  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  return () => { unwire(); connection.dispose(); };
 }
 
 export default { render };

@@ -1,8 +1,19 @@
 // CompressionExplorer front end: sweep settings, Run / Stop, accuracy-vs-parameters scatter
 // (log x) with the Pareto front, and the selected point's configuration.
 //
-// Traits read: points, front, selection, settings, status, message, choices, error.
-// Traits written: selected, settings. Messages: {action: "run"}, {action: "stop"}.
+// Traits read: points, front, groups, view, selection, settings, status, message, choices,
+// error. Traits written: selected, settings, view. Messages: {action: "run"}, {action: "stop"}.
+// The plot shows the points of one experiment (`view`: dataset · model · layer · width) only.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
+
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 const COLORS = { ttn: "#1f77b4", attn: "#17becf", mera: "#9467bd", brickwall: "#2ca02c",
   custom: "#8c564b", mpo: "#ff7f0e", lowrank: "#d62728", dense: "#222222" };
@@ -24,39 +35,61 @@ function marker(p, x, y, r) {
   return svg("circle", { cx: x, cy: y, r, fill: color });
 }
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-explorer");
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "explorer");
   const familyBoxes = el("span", { class: "adntn-checks" });
   const baselineBoxes = el("span", { class: "adntn-checks" });
-  const dims = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-bond-dims", title: "bond dimensions, e.g. 2,4" });
+  const dataset = el("select", { "data-testid": "explorer-dataset" });
+  const modelSel = el("select", { "data-testid": "explorer-model" });
+  const layer = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-layer", title: "layers to compress, e.g. fc1 or fc1,fc2" });
+  const hidden = el("input", { type: "number", min: 1, class: "adntn-num", "data-testid": "explorer-hidden", title: "FC-2 hidden width" });
+  const budgets = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-budgets", title: "values of each family's knob: bond dimension χ, the rank of lowrank, the depth of brickwall" });
+  const seeds = el("input", { type: "text", class: "adntn-short", "data-testid": "explorer-seeds", title: "seeds, e.g. 0,1,2" });
   const epochs = el("input", { type: "number", min: 1, class: "adntn-num", "data-testid": "explorer-epochs" });
-  const runBtn = el("button", { text: "▶ Run sweep", "data-testid": "explorer-run", onclick: () => model.send({ action: "run" }) });
-  const stopBtn = el("button", { text: "■ Stop", "data-testid": "explorer-stop", onclick: () => model.send({ action: "stop" }) });
+  const knobs = el("span", { class: "adntn-hint", "data-testid": "explorer-knobs" });
+  const runBtn = el("button", { text: "▶ Run sweep", "data-testid": "explorer-run", onclick: () => connection.send({ action: "run" }) });
+  const stopBtn = el("button", { text: "■ Stop", "data-testid": "explorer-stop", onclick: () => connection.send({ action: "stop" }) });
   const status = el("span", { class: "adntn-message", "data-testid": "explorer-status" });
+  const viewSel = el("select", { "data-testid": "explorer-view" });
   const plot = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, class: "adntn-scatter", "data-testid": "explorer-plot" });
   const legend = el("div", { class: "adntn-legend" });
   const detail = el("div", { class: "adntn-detail", "data-testid": "explorer-selection" });
   const table = el("table", { class: "adntn-table", "data-testid": "explorer-table" });
-  const error = el("div", { class: "adntn-error", "data-testid": "explorer-error" });
 
   root.append(
+    el("div", { class: "adntn-row" },
+      el("label", { class: "adntn-inline" }, "dataset ", dataset),
+      el("label", { class: "adntn-inline" }, "model ", modelSel),
+      el("label", { class: "adntn-inline" }, "layer ", layer),
+      el("label", { class: "adntn-inline" }, "hidden ", hidden)),
     el("div", { class: "adntn-row" },
       el("span", { class: "adntn-label", text: "families" }), familyBoxes,
       el("span", { class: "adntn-label", text: "baselines" }), baselineBoxes),
     el("div", { class: "adntn-row" },
-      el("label", { class: "adntn-inline" }, "bond dims ", dims),
+      el("label", { class: "adntn-inline" }, "budgets ", budgets), knobs,
+      el("label", { class: "adntn-inline" }, "seeds ", seeds),
       el("label", { class: "adntn-inline" }, "epochs ", epochs), runBtn, stopBtn, status),
+    el("div", { class: "adntn-row" }, el("label", { class: "adntn-inline" }, "showing ", viewSel)),
     el("div", { class: "adntn-cols" }, el("div", {}, plot, legend), detail),
-    el("details", { class: "adntn-points" }, el("summary", { text: "all points" }), table),
-    error,
+    el("details", { class: "adntn-points" }, el("summary", { text: "all points of this experiment" }), table),
+    error.node,
   );
 
   const updateSettings = (patch) => {
     model.set("settings", { ...model.get("settings"), ...patch });
     model.save_changes();
   };
-  dims.addEventListener("change", () => updateSettings({ bond_dims: dims.value.split(/[ ,]+/).filter(Boolean).map((x) => parseInt(x, 10)).filter((x) => !Number.isNaN(x)) }));
+  const ints = (input) => input.value.split(/[ ,]+/).filter(Boolean).map((x) => parseInt(x, 10)).filter((x) => !Number.isNaN(x));
+  budgets.addEventListener("change", () => updateSettings({ budgets: ints(budgets) }));
+  seeds.addEventListener("change", () => updateSettings({ seeds: ints(seeds) }));
   epochs.addEventListener("change", () => updateSettings({ epochs: Math.max(1, parseInt(epochs.value, 10) || 1) }));
+  hidden.addEventListener("change", () => updateSettings({ hidden: Math.max(1, parseInt(hidden.value, 10) || 1) }));
+  layer.addEventListener("change", () => updateSettings({ layer: layer.value.trim() }));
+  dataset.addEventListener("change", () => updateSettings({ dataset: dataset.value }));
+  modelSel.addEventListener("change", () => updateSettings({ model: modelSel.value }));
+  viewSel.addEventListener("change", () => { model.set("view", viewSel.value); model.save_changes(); });
 
   function checks(target, names, key) {
     const current = new Set(model.get("settings")[key] || []);
@@ -71,13 +104,36 @@ function render({ model, el: root }) {
     }));
   }
 
+  const options = (select, names, current) => {
+    select.replaceChildren(...names.map((n) => el("option", { value: n, text: n, selected: n === current })));
+    select.value = current;
+  };
+
   function showSettings() {
     const s = model.get("settings") || {};
     const c = model.get("choices") || {};
     checks(familyBoxes, c.families || [], "families");
     checks(baselineBoxes, c.baselines || [], "baselines");
-    if (dims !== document.activeElement) dims.value = (s.bond_dims || []).join(",");
-    if (epochs !== document.activeElement) epochs.value = s.epochs ?? 1;
+    options(dataset, c.datasets || [], s.dataset);
+    options(modelSel, c.models || [], s.model);
+    const set = (input, value) => { if (input !== document.activeElement) input.value = value; };
+    set(budgets, (s.budgets || []).join(","));
+    set(seeds, (s.seeds || []).join(","));
+    set(epochs, s.epochs ?? 1);
+    set(hidden, s.hidden ?? "");
+    set(layer, s.layer ?? "");
+    hidden.disabled = s.model !== "fc2";
+    // what a budget means for each chosen family (the registry's knob)
+    const k = c.knobs || {};
+    const fams = [...(s.families || []), ...(s.baselines || []).filter((b) => b !== "dense")];
+    knobs.textContent = fams.length ? "(" + fams.map((f) => `${f}: ${k[f] === "chi" ? "χ" : (k[f] || "χ")}`).join(", ") + ")" : "";
+  }
+
+  function showViews() {
+    const groups = model.get("groups") || [];
+    viewSel.replaceChildren(...groups.map((g) => el("option", { value: g.key, text: `${g.key} (${g.count} points)` })));
+    viewSel.value = model.get("view");
+    viewSel.disabled = groups.length < 2;
   }
 
   function showStatus() {
@@ -85,13 +141,12 @@ function render({ model, el: root }) {
     status.textContent = `${st}${model.get("message") ? " — " + model.get("message") : ""}`;
     runBtn.disabled = st === "running" || st === "stopping";
     stopBtn.disabled = !(st === "running");
-    const err = model.get("error");
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
+    error.update();
   }
 
   function showPlot() {
-    const points = (model.get("points") || []).filter((p) => p.params > 0 && p.test_acc !== null);
+    const view = model.get("view");
+    const points = (model.get("points") || []).filter((p) => p.group === view && p.params > 0 && p.test_acc !== null);
     const sel = model.get("selected");
     plot.replaceChildren();
     const m = { l: 52, r: 14, t: 14, b: 40 };
@@ -145,7 +200,7 @@ function render({ model, el: root }) {
       const g = svg("g", { class: `adntn-point${p.pareto ? " adntn-pareto" : ""}${p.index === sel ? " adntn-selected" : ""}`, "data-index": p.index, "data-key": p.key });
       if (p.pareto) g.append(svg("circle", { cx: x, cy: y, r: 9, class: "adntn-ring" }));
       g.append(marker(p, x, y, 5.5));
-      g.append(svg("title", { text: `${p.key}: ${p.params.toLocaleString()} params, ${(100 * p.test_acc).toFixed(1)}%${p.pareto ? " (Pareto front)" : ""}` }));
+      g.append(svg("title", { text: `${p.label || p.key}: ${p.params.toLocaleString()} params, ${(100 * p.test_acc).toFixed(1)}%${p.pareto ? " (Pareto front)" : ""}` }));
       g.addEventListener("click", () => { model.set("selected", p.index); model.save_changes(); });
       plot.append(g);
     }
@@ -157,11 +212,11 @@ function render({ model, el: root }) {
   }
 
   function showTable() {
-    const points = model.get("points") || [];
-    const head = el("tr", {}, ...["key", "family", "χ", "params", "test acc", "compression", "front"].map((h) => el("th", { text: h })));
+    const points = (model.get("points") || []).filter((p) => p.group === model.get("view"));
+    const head = el("tr", {}, ...["key", "setting", "seed", "params", "test acc", "compression", "front"].map((h) => el("th", { text: h })));
     table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...points.map((p) => {
       const tr = el("tr", { class: p.index === model.get("selected") ? "adntn-current" : "" },
-        el("td", { text: p.key }), el("td", { text: p.family }), el("td", { text: p.bond_dim ?? "–" }),
+        el("td", { text: p.key }), el("td", { text: p.label || p.family }), el("td", { text: p.seed ?? "–" }),
         el("td", { text: p.params.toLocaleString() }), el("td", { text: p.test_acc === null ? "–" : `${(100 * p.test_acc).toFixed(1)}%` }),
         el("td", { text: p.compression ? `${p.compression.toFixed(1)}×` : "–" }), el("td", { text: p.pareto ? "●" : "" }));
       tr.addEventListener("click", () => { model.set("selected", p.index); model.save_changes(); });
@@ -176,7 +231,7 @@ function render({ model, el: root }) {
     detail.replaceChildren(
       el("div", { class: "adntn-sel-title", text: s.key }),
       el("table", { class: "adntn-kv" },
-        row("family", s.family), row("bond dim", s.bond_dim ?? "–"),
+        row("setting", s.label || s.family), row("trained on", s.group || "–"),
         row("parameters", (s.params ?? 0).toLocaleString()),
         row("test accuracy", s.test_acc === null ? "–" : `${(100 * s.test_acc).toFixed(2)}%`),
         row("layer compression", s.compression ? `${s.compression.toFixed(1)}×` : "–"),
@@ -187,16 +242,16 @@ function render({ model, el: root }) {
     );
   }
 
-  const handlers = {
+  const unwire = common.wire(model, {
     "change:settings": showSettings, "change:choices": showSettings,
     "change:status": showStatus, "change:message": showStatus, "change:error": showStatus,
-    "change:points": showPlot, "change:front": showPlot,
+    "change:points": showPlot, "change:front": showPlot, "change:view": () => { showViews(); showPlot(); },
+    "change:groups": showViews,
     "change:selected": () => { showPlot(); },
     "change:selection": showSelection,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
-  showSettings(); showStatus(); showPlot(); showSelection();
-  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  });
+  showSettings(); showStatus(); showViews(); showPlot(); showSelection();
+  return () => { unwire(); connection.dispose(); };
 }
 
 export default { render };

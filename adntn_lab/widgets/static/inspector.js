@@ -5,16 +5,28 @@
 // Traits read: summary, groups, steps, tree, highlight, intermediate, drawing,
 // intermediate_image, heatmap, comparison, backends, error, busy.
 // Traits written: group, step, backend, batch_size, memory_limit. Message: {action: "compare"}.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
+
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 
 const fmt = (x, digits = 4) => (x === null || x === undefined ? "–" : Number(x).toPrecision(digits));
 const shapeText = (s) => `(${(s || []).join(", ")}${(s || []).length === 1 ? "," : ""})`;
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-inspector");
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "inspector");
 
   const title = el("div", { class: "adntn-title" });
-  const busy = el("span", { class: "adntn-busy" });
+  const busy = common.busySign(model, "inspector-busy");
   const groupSel = el("select", { "data-testid": "group-select" });
   const slider = el("input", { type: "range", min: 0, step: 1, class: "adntn-slider", "data-testid": "step-slider" });
   const stepLabel = el("span", { class: "adntn-step-label", "data-testid": "step-label" });
@@ -26,16 +38,16 @@ function render({ model, el: root }) {
   const heat = el("img", { class: "adntn-heat", alt: "heatmap of the intermediate" });
   const treeSvg = svg("svg", { class: "adntn-tree", "data-testid": "contraction-tree" });
   const stepTable = el("table", { class: "adntn-table", "data-testid": "step-table" });
-  const error = el("div", { class: "adntn-error", "data-testid": "inspector-error" });
 
   const batch = el("input", { type: "number", min: 0, class: "adntn-num", "data-testid": "batch-size", title: "0: no batch (generation only)" });
   const memory = el("input", { type: "number", min: 0, class: "adntn-num adntn-wide", "data-testid": "memory-limit", title: "bytes; 0 for none" });
   const backendSel = el("select", { "data-testid": "backend" });
-  const measure = el("button", { text: "Measure", "data-testid": "compare", onclick: () => model.send({ action: "compare" }) });
+  const measure = el("button", { text: "Measure", "data-testid": "compare", onclick: () => connection.send({ action: "compare" }) });
+  const stopMeasure = el("button", { text: "■ Stop", "data-testid": "compare-stop", title: "skip the remaining measurements", onclick: () => connection.send({ action: "stop" }) });
   const compareTable = el("table", { class: "adntn-table adntn-compare", "data-testid": "compare-table" });
 
   root.append(
-    el("div", { class: "adntn-header" }, title, busy),
+    el("div", { class: "adntn-header" }, title, busy.node),
     el("div", { class: "adntn-row adntn-stepper" }, el("label", { class: "adntn-inline" }, "group ", groupSel), prev, slider, next, stepLabel),
     el("div", { class: "adntn-grid" },
       el("div", { class: "adntn-panel adntn-draw-panel" }, drawing),
@@ -48,9 +60,9 @@ function render({ model, el: root }) {
       el("div", { class: "adntn-row" },
         el("label", { class: "adntn-inline" }, "batch ", batch),
         el("label", { class: "adntn-inline" }, "memory limit (bytes, sliced) ", memory),
-        el("label", { class: "adntn-inline" }, "backend ", backendSel), measure),
+        el("label", { class: "adntn-inline" }, "backend ", backendSel), measure, stopMeasure),
       compareTable),
-    error,
+    error.node,
   );
 
   // ------------------------------------------------------------------ writers
@@ -82,7 +94,7 @@ function render({ model, el: root }) {
     const s = model.get("summary") || {};
     const t = s.text || {};
     title.textContent = `${s.title || ""} — ${t.flops || ""} to generate W, peak ${t.peak || ""}, ${s.num_steps ?? ""} pairwise steps`;
-    busy.textContent = model.get("busy") || "";
+    busy.update();
     groupSel.replaceChildren(...(model.get("groups") || []).map((g) => el("option", { value: g.index, text: g.label, selected: g.index === model.get("group") })));
     backendSel.replaceChildren(...(model.get("backends") || []).map((b) => el("option", { value: b, text: b, selected: b === model.get("backend") })));
     if (batch !== document.activeElement) batch.value = model.get("batch_size");
@@ -177,14 +189,18 @@ function render({ model, el: root }) {
       el("td", { text: r.slices ?? "–" }), el("td", { text: r.text ? r.text.time : "–" }), el("td", { class: "adntn-note", text: r.note || "" })))));
   }
 
-  function showError() {
-    const err = model.get("error");
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
-    busy.textContent = model.get("busy") || "";
+  function showMeasuring() {
+    const on = !!model.get("measuring");
+    measure.disabled = on;
+    stopMeasure.disabled = !on;
   }
 
-  const handlers = {
+  function showError() {
+    error.update();
+    busy.update();
+  }
+
+  const unwire = common.wire(model, {
     "change:summary": showHeader,
     "change:groups": showHeader,
     "change:backends": showHeader,
@@ -200,13 +216,14 @@ function render({ model, el: root }) {
     "change:comparison": showComparison,
     "change:error": showError,
     "change:busy": showError,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+    "change:measuring": showMeasuring,
+  });
   showHeader();
   showStep();
   showComparison();
   showError();
-  return () => { clearTimeout(timer); for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  showMeasuring();
+  return () => { clearTimeout(timer); unwire(); connection.dispose(); };
 }
 
 export default { render };

@@ -3,7 +3,16 @@
 //
 // Traits read: status, message, progress, epoch, target_epochs, step, total_steps, curves,
 // info, weight_image, grad_norms, error. Messages: {action: "start" | "stop" | "resume"}.
+// Shared helpers (el, svg, setup, wire) come from common.js through `loadCommon`.
 
+let el, svg;
+
+async function loadCommon(model) {
+  const src = model.get("_common_js");
+  const cache = (globalThis.__adntnCommon ??= new Map());
+  if (!cache.has(src)) cache.set(src, import(URL.createObjectURL(new Blob([src], { type: "text/javascript" }))));
+  return cache.get(src);
+}
 
 function niceTicks(lo, hi, n = 4, integer = false) {
   if (!(hi > lo)) return [lo];
@@ -53,11 +62,14 @@ function lineChart(target, series, { width = 380, height = 200, xlabel = "", yla
   target.replaceChildren(chart);
 }
 
-function render({ model, el: root }) {
-  root.classList.add("adntn-widget", "adntn-trainer");
-  const startBtn = el("button", { text: "▶ Start", "data-testid": "trainer-start", onclick: () => model.send({ action: "start" }) });
-  const stopBtn = el("button", { text: "■ Stop", "data-testid": "trainer-stop", onclick: () => model.send({ action: "stop" }) });
-  const resumeBtn = el("button", { text: "↻ Resume", "data-testid": "trainer-resume", onclick: () => model.send({ action: "resume" }) });
+async function render({ model, el: root }) {
+  const common = await loadCommon(model);
+  ({ el, svg } = common);
+  const { error, connection } = common.setup(model, root, "trainer", { onConnection: () => showStatus() });
+  const send = (action) => connection.send({ action });
+  const startBtn = el("button", { text: "▶ Start", "data-testid": "trainer-start", onclick: () => send("start") });
+  const stopBtn = el("button", { text: "■ Stop", "data-testid": "trainer-stop", onclick: () => send("stop") });
+  const resumeBtn = el("button", { text: "↻ Resume", "data-testid": "trainer-resume", onclick: () => send("resume") });
   const status = el("span", { class: "adntn-status", "data-testid": "trainer-status" });
   const message = el("span", { class: "adntn-message", "data-testid": "trainer-message" });
   const bar = el("div", { class: "adntn-bar-fill" });
@@ -68,7 +80,6 @@ function render({ model, el: root }) {
   const weight = el("img", { class: "adntn-weight", alt: "generated weight W", "data-testid": "weight-image" });
   const weightTitle = el("div", { class: "adntn-panel-title" });
   const grads = el("div", { class: "adntn-grads", "data-testid": "grad-norms" });
-  const error = el("div", { class: "adntn-error", "data-testid": "trainer-error" });
 
   root.append(
     el("div", { class: "adntn-row adntn-toolbar" }, startBtn, stopBtn, resumeBtn, status, message),
@@ -76,24 +87,23 @@ function render({ model, el: root }) {
     el("div", { class: "adntn-cols" },
       el("div", { class: "adntn-col" }, lossChart, accChart),
       el("div", { class: "adntn-col adntn-side" }, info, weightTitle, weight, el("div", { class: "adntn-panel-title", text: "gradient norm per core (log scale)" }), grads)),
-    error,
+    error.node,
   );
 
   function showStatus() {
-    const s = model.get("status");
+    const s = connection.lost() ? "disconnected" : model.get("status");
     status.textContent = s;
     status.className = `adntn-status adntn-status-${s}`;
     message.textContent = model.get("message") || "";
+    if (s === "disconnected") message.textContent = "the kernel behind this widget is gone";
     const running = s === "running" || s === "stopping";
-    startBtn.disabled = running || s === "stopped";
+    startBtn.disabled = running || s === "stopped" || s === "disconnected";
     stopBtn.disabled = !running;
     resumeBtn.disabled = running || s !== "stopped";
     const p = model.get("progress") || 0;
     bar.style.width = `${(100 * p).toFixed(1)}%`;
     progressText.textContent = `epoch ${model.get("epoch")} / ${model.get("target_epochs")} · step ${model.get("step")} / ${model.get("total_steps")} · ${(100 * p).toFixed(1)}%`;
-    const err = model.get("error");
-    error.textContent = err || "";
-    error.style.display = err ? "" : "none";
+    error.update();
   }
 
   function showInfo() {
@@ -144,16 +154,15 @@ function render({ model, el: root }) {
     if (g.omitted) grads.append(el("div", { class: "adntn-empty-text", text: `${g.omitted} more not shown` }));
   }
 
-  const handlers = {
+  const unwire = common.wire(model, {
     "change:status": showStatus, "change:message": showStatus, "change:progress": showStatus,
     "change:step": showStatus, "change:epoch": showStatus, "change:error": showStatus,
     "change:target_epochs": showStatus, "change:total_steps": showStatus,
     "change:info": showInfo, "change:curves": showCurves,
     "change:weight_image": showImages, "change:grad_norms": showImages,
-  };
-  for (const [name, fn] of Object.entries(handlers)) model.on(name, fn);
+  });
   showStatus(); showInfo(); showCurves(); showImages();
-  return () => { for (const [name, fn] of Object.entries(handlers)) model.off(name, fn); };
+  return () => { unwire(); connection.dispose(); };
 }
 
 export default { render };
