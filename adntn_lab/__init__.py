@@ -7,16 +7,22 @@
 """
 
 from .activations import ACTIVATIONS, Activation, get_activation
-from .engine.allocator import allocator_status, tune_allocator, tune_from_environment
-from .engine.cost import CostReport
-from .engine.planning import plan_cache_info, set_plan_cache
-from .engine.program import MemoryLimitError, Program
+from .engine import (
+    CostReport,
+    MemoryLimitError,
+    Program,
+    StepRecord,
+    allocator_status,
+    plan_cache_info,
+    set_plan_cache,
+    tune_allocator,
+)
+from .engine.allocator import tune_from_environment
 from .families import FAMILIES, get_family
-from .generator import Generator, Stage, build, default_init_std
+from .generator import Generator, Stage, build, default_init_std, from_graph
 from .numerics import ConditioningWarning
 from .resources import ResourceLimitError, set_memory_budget
 from .tensorize import Tensorization, qubit_tensorization, tensorize
-from .topologies.custom import from_graph
 
 tune_from_environment()  # opt-in only: a no-op unless ADNTN_LAB_ALLOCATOR=tuned
 
@@ -33,6 +39,7 @@ __all__ = [
     "MemoryLimitError",
     "Program",
     "Stage",
+    "StepRecord",
     "Tensorization",
     "build",
     "default_init_std",

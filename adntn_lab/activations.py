@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import autoray as ar
 
+from .engine.arrays import is_torch
 from .engine.backends import array_namespace
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "resolve_stage_activations"]
@@ -21,7 +22,8 @@ _LEAKY_SLOPE = 0.01
 
 
 def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
+    # isinstance, not the module name: torch.compile resolves it while tracing
+    return is_torch(x)
 
 
 def _erf(x):

@@ -10,11 +10,13 @@ Examples
         --out runs/fc2-ttn
     adntn-lab train --out runs/fc2-ttn --resume --epochs 20     # continue the same run
     adntn-lab train --out runs/fc2-ttn --resume --lr 5e-4       # ... with a lower learning rate
+    adntn-lab train --family ttn --epochs 10 --out runs/fc2-ttn-ddp --nproc 2  # data-parallel
     adntn-lab sweep --families ttn mpo lowrank dense --bond-dims 2 4 8 --seeds 0 1 2 \\
-        --out runs/frontier
+        --out runs/frontier --jobs 2                        # two worker processes
 
 Errors are one line on stderr with exit status 2 (130 after Ctrl-C and 143 after SIGTERM, both
-of which first write a checkpoint); set ADNTN_LAB_TRACEBACK=1 to see the full traceback instead.
+of which first write a checkpoint; 1 when a rank of --nproc fails); set ADNTN_LAB_TRACEBACK=1 to
+see the full traceback instead.
 """
 
 from __future__ import annotations
@@ -173,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "change")
     p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
                    help="also write the checkpoint every N steps (default: every epoch end)")
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train data-parallel in N processes on this machine (torch.distributed: "
+                   "gloo on CPU, nccl on CUDA; --batch-size stays the global batch; each rank "
+                   "gets 1 torch thread unless --threads or OMP_NUM_THREADS says otherwise)")
 
     p = sub.add_parser("costs", help="print the cost report of a generator",
                        description="FLOPs, memory and contraction steps of generating a "
@@ -197,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bond-dims", nargs="+", type=_positive_int, required=True, metavar="CHI")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
     p.add_argument("--out", required=True, help="sweep folder")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="train N points at a time in a local process pool, each with one "
+                   "torch thread unless --threads is given (default: 1, in this process)")
     _add_training_options(p)
     g = p.add_argument_group("generator")
     g.add_argument("--activation")
@@ -251,10 +260,30 @@ def _default_out(cfg) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.dataset}-{kind}-seed{cfg.seed}"
 
 
+def _launch_ranks(args) -> int:
+    """Start ``args.nproc`` ranks that each run this same command without ``--nproc``."""
+    from .train.distributed import launch
+
+    argv = list(args.argv)
+    for i, a in enumerate(argv):
+        if a == "--nproc":
+            del argv[i:i + 2]
+            break
+        if a.startswith("--nproc="):
+            del argv[i]
+            break
+    launch(argv, args.nproc, threads=args.threads)
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .train.checkpoint import load_checkpoint
+    from .train.distributed import init_distributed, read_env, shutdown_distributed
     from .train.runs import RunConfig, read_run_config, run_training
 
+    env = read_env()
+    if args.nproc is not None and args.nproc > 1 and env is not None:
+        raise CLIError("--nproc starts its own ranks; under torchrun leave --nproc out")
     given = _given(args)
     resume = args.resume
     saved = None
@@ -279,8 +308,34 @@ def _cmd_train(args) -> int:
     out = Path(args.out) if args.out else _default_out(cfg)
     if not isinstance(resume, bool) and args.out is None:
         out = Path(resume).parent
-    run_training(cfg, out, resume=resume, progress=not args.no_progress,
-                 checkpoint_every=args.checkpoint_every)
+    if args.nproc is not None and args.nproc > 1:
+        # settings are checked here once, not by every rank
+        from .train.config import check_device
+
+        device = check_device(cfg.device)
+        if device.type not in ("cpu", "cuda") or device.index is not None:
+            raise CLIError(f"--nproc trains on device 'cpu' (gloo) or 'cuda' (nccl; rank r "
+                           f"uses GPU r), not {cfg.device!r}")
+        if cfg.strategy == "dmrg":
+            raise CLIError("strategy 'dmrg' runs local sweeps in one process; leave --nproc out")
+        if not resume and (out / "checkpoint.safetensors").exists():
+            raise CLIError(f"{out} already holds a run (checkpoint.safetensors); pass --resume "
+                           "to continue it, or choose another output folder")
+        return _launch_ranks(args)
+    if env is None or env.world_size == 1:
+        run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                     checkpoint_every=args.checkpoint_every)
+    else:
+        init_distributed(cfg.device)
+        try:
+            run_training(cfg, out, resume=resume, progress=not args.no_progress,
+                         checkpoint_every=args.checkpoint_every, distributed=True)
+        except BaseException:
+            shutdown_distributed(wait=False)  # the peers stop on their own errors or timeout
+            raise
+        shutdown_distributed()
+        if env.rank != 0:
+            return 0
     print(f"run folder: {out}")
     return 0
 
@@ -296,7 +351,7 @@ def _cmd_costs(args) -> int:
     if args.activation is not None:
         kwargs["activation"] = args.activation
     if args.bond_dim is not None:  # the budget value, as in train and sweep
-        from .train.runs import budget_build_options
+        from .train.config import budget_build_options
 
         kwargs = budget_build_options(args.family, args.bond_dim, options=kwargs)
     # a cost report needs shapes, not values: the cores are drawn but never calibrated, so W
@@ -330,8 +385,15 @@ def _cmd_sweep(args) -> int:
     given.pop("bond_dim", None)
     given.pop("seed", None)
     base = RunConfig.from_dict({**TRAIN_DEFAULTS, "family": None, **given})
-    rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
-                     seeds=args.seeds, progress=not args.no_progress)
+    if args.jobs > 1:
+        from .train.sweep import local_executor
+
+        with local_executor(args.jobs, threads=args.threads) as pool:
+            rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
+                             seeds=args.seeds, executor=pool, progress=False)
+    else:
+        rows = run_sweep(base, args.out, families=args.families, bond_dims=args.bond_dims,
+                         seeds=args.seeds, progress=not args.no_progress)
     _print_rows(rows)
     print(f"results: {Path(args.out) / 'results.csv'}")
     return 0
@@ -367,10 +429,13 @@ _COMMANDS = {"train": _cmd_train, "costs": _cmd_costs, "sweep": _cmd_sweep, "dem
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``adntn-lab``; returns the exit status."""
     from .data import DatasetUnavailableError
-    from .train.runs import StrategyUnavailableError
+    from .train.distributed import LaunchError
+    from .train.strategies import StrategyUnavailableError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2
@@ -391,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             DatasetUnavailableError, StrategyUnavailableError) as exc:
         print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except LaunchError as exc:
+        print(f"adntn-lab {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         detail = _one_line(exc) if str(exc) else "interrupted"
         if args.command == "sweep":  # a point's checkpoint is kept; the sweep resumes it

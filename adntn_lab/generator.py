@@ -14,8 +14,9 @@ from .engine.program import Program
 from .numerics import MAX_CENTERING_GAIN, ConditioningWarning, check_depth, check_precision
 from .tensorize import Tensorization, check_features
 from .topologies import Blueprint, CoreSpec
+from .topologies.custom import generator_to_dict, graph_to_blueprint
 
-__all__ = ["Generator", "Stage", "build", "default_init_std"]
+__all__ = ["Generator", "Stage", "build", "default_init_std", "from_graph"]
 
 BACKENDS = ("numpy", "torch", "cupy")
 
@@ -325,8 +326,7 @@ class Generator:
         import copy
 
         other = copy.copy(self)
-        other.program = Program(self.program.plan, self.tensorization, self.activations,
-                                optimize)
+        other.program = self.program.with_optimizer(optimize)
         return other
 
     def weight(self, backend: str = "numpy", params: dict | None = None, *, device=None,
@@ -387,8 +387,9 @@ class Generator:
         """
         from .engine.cost import cost_report
 
-        return cost_report(self, batch_size=batch_size, schedule=schedule,
-                           memory_limit=memory_limit, dtype=dtype, optimize=optimize)
+        program = self.program if optimize is None else self.program.with_optimizer(optimize)
+        return cost_report(program, batch_size=batch_size, schedule=schedule,
+                           memory_limit=memory_limit, dtype=dtype, family=self.family)
 
     def draw(self, ax=None, **kwargs):
         """Matplotlib figure of the network: stages coloured, physical legs labelled."""
@@ -398,8 +399,6 @@ class Generator:
 
     def to_dict(self, include_params: bool = False) -> dict:
         """JSON-able description (format ``adntn-graph/1``) that :func:`from_graph` reads."""
-        from .topologies.custom import generator_to_dict
-
         return generator_to_dict(self, include_params=include_params)
 
     def layout(self) -> dict[str, tuple[float, float]]:
@@ -527,3 +526,49 @@ def build(family: str, in_features: int, out_features: int, *, bond_dim=None,
         activation = "relu"
     return Generator(blueprint, activation, seed=seed, optimize=optimize, calibrate=calibrate,
                      memory_budget=memory_budget)
+
+
+def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
+               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True,
+               memory_budget=None):
+    """Build a :class:`Generator` from a drawn or written network (format
+    ``adntn-graph/1``, read by :mod:`adntn_lab.topologies.custom`).
+
+    Parameters
+    ----------
+    graph : networkx.Graph, dict, str or path
+        Nodes/cores with ``stage`` and ``sites``; edges/bonds with ``dim`` (see module doc).
+        A string is JSON text, or the path of a JSON file.
+    in_features, out_features : int, optional
+        Shape of the weight; read from the graph's attributes when not given.
+    out_modes, in_modes : sequence of int, optional
+        Per-site factors; balanced factors of the features by default.
+    activation : str, callable or sequence, optional
+        One activation for every stage but the last, or one per stage. Defaults to the graph's
+        ``activation`` entry, else ``relu``.
+    memory_budget : int or str, optional
+        Bytes the network may take to build (see :mod:`adntn_lab.resources`).
+
+    Raises
+    ------
+    TypeError
+        A field of the wrong type, named by its path in the description.
+    ValueError
+        Dangling bond, missing or doubled physical leg, stages that leave more than one
+        tensor, unknown fields and other mistakes, each named by its path.
+    """
+    bp = graph_to_blueprint(graph, in_features, out_features, out_modes=out_modes,
+                            in_modes=in_modes)
+    params = bp.options.pop("params")
+    graph_act = bp.options.pop("activation")
+    act = activation if activation is not None else graph_act
+    if act is None and bp.num_stages > 1:
+        act = "relu"
+    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params,
+                    memory_budget=memory_budget)
+    for name, arr in params.items():
+        if arr.shape != gen.cores[name].shape:  # checked above; kept as the last word
+            raise ValueError(f"params of core {name!r} have shape {arr.shape}, expected "
+                             f"{gen.cores[name].shape}")
+        gen.params[name] = arr
+    return gen

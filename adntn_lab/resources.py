@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .tensorize import Tensorization
+from .utils import available_memory
 from .utils import format_bytes as format_size
 
 __all__ = [
@@ -133,21 +134,6 @@ def estimate(family: str, in_features: int, out_features: int, *, in_modes=None,
 
 
 # ---------------------------------------------------------------------- the budget
-def available_memory() -> int | None:
-    """Bytes of memory available to this process now (Linux ``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
           "tib": 2**40}

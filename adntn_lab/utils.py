@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["format_bytes", "format_count", "json_safe", "positive_int"]
+__all__ = ["available_memory", "format_bytes", "format_count", "json_safe", "positive_int"]
 
 
 def positive_int(name: str, value, *, minimum: int = 1, example: int = 4,
@@ -83,3 +84,18 @@ def json_safe(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give now (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -188,12 +188,10 @@ def status_kb(key):
                 return int(line.split()[1])
 # warm up the code paths (lazy imports, thread pools) on a small generator first
 small = al.build('brickwall', 64, 64, depth=3)
-small.program.recompute = {mode!r}
 sa = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not small.cores[k].constant)
       for k, v in small.params.items()}}
-small.program.run(sa).sum().backward()
+small.program.run(sa, recompute={mode!r}).sum().backward()
 gen = al.build('brickwall', {n}, {n}, depth=3)
-gen.program.recompute = {mode!r}
 arrays = {{k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
           for k, v in gen.params.items()}}
 gc.collect()
@@ -202,7 +200,7 @@ with open('/proc/self/clear_refs', 'w') as f:  # restart the high-water mark her
     f.write('5')
 base = status_kb('VmRSS')
 start = time.perf_counter()
-w = gen.program.run(arrays)
+w = gen.program.run(arrays, recompute={mode!r})
 w.sum().backward()
 seconds = time.perf_counter() - start
 peak = status_kb('VmHWM')

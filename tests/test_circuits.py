@@ -6,6 +6,7 @@ import torch
 
 import adntn_lab as al
 from adntn_lab.engine.gate_chains import detect_gate_chain
+from adntn_lab.engine.program import Program
 
 
 @pytest.mark.parametrize("pattern", ["staircase", "brickwall"])
@@ -27,7 +28,7 @@ def test_chain_equals_pairwise_contraction(pattern, max_block_dim):
 
 def test_generator_uses_chains_and_matches_quimb():
     gen = al.build("brickwall", 256, 64, depth=3, activation="identity")
-    assert sum(c is not None for c in gen.program._chains) == 2  # layers 2 and 3
+    assert sum(c is not None for c in gen.program.chains) == 2  # layers 2 and 3
     tz = gen.tensorization
     expected = tz.to_matrix(gen.tn.contract(output_inds=tz.physical_inds).data)
     np.testing.assert_allclose(gen.weight(), expected, rtol=1e-9, atol=1e-12)
@@ -37,25 +38,22 @@ def test_chain_gradients_equal_the_pairwise_ones():
     gen = al.build("brickwall", 256, 64, depth=2, activation="tanh")
     names = gen.trainable_names
 
-    def grads(use_chains):
-        saved = gen.program._chains
-        if not use_chains:
-            gen.program._chains = [None] * len(saved)
-        try:
-            arrays = {k: torch.tensor(v, requires_grad=k in names)
-                      for k, v in gen.params.items()}
-            (gen.program.run(arrays) ** 2).sum().backward()
-            return [arrays[n].grad.numpy() for n in names]
-        finally:
-            gen.program._chains = saved
+    pairwise = Program(gen.program.plan, gen.tensorization, gen.activations, gate_chains=False)
+    assert any(c is not None for c in gen.program.chains)
+    assert all(c is None for c in pairwise.chains)
 
-    for a, b in zip(grads(True), grads(False)):
+    def grads(program):
+        arrays = {k: torch.tensor(v, requires_grad=k in names) for k, v in gen.params.items()}
+        (program.run(arrays) ** 2).sum().backward()
+        return [arrays[n].grad.numpy() for n in names]
+
+    for a, b in zip(grads(gen.program), grads(pairwise)):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
 def test_groups_that_are_not_chains_are_left_to_the_tree():
     gen = al.build("ttn", 1024, 1024, bond_dim=4)
-    assert all(c is None for c in gen.program._chains)
+    assert all(c is None for c in gen.program.chains)
 
 
 def test_partition_covers_every_gate_once_in_order_and_avoids_thin_blocks():

@@ -160,7 +160,9 @@ def test_dmrg_strategy_unavailable_is_clear(tmp_path, monkeypatch, capsys):
     def missing(name, *a, **k):
         raise ImportError(f"No module named {name!r}")
 
-    monkeypatch.setattr(runs_mod.importlib, "import_module", missing)
+    from adntn_lab.train import strategies
+
+    monkeypatch.setattr(strategies.importlib, "import_module", missing)
     rc = train(tmp_path / "d", "--family", "mpo", "--strategy", "dmrg", "--epochs", "1")
     assert rc == 2
     err = capsys.readouterr().err

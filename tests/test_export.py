@@ -264,7 +264,7 @@ def test_cpu_autocast_bfloat16_within_tolerance_of_float32(family, options, reco
     stages the output stays within 5% of float32 and the gradients within 10%."""
     torch.manual_seed(0)
     layer = ADNTNLinear(64, 32, topology=family, schedule="materialize", **options)
-    layer.generator.program.recompute = recompute
+    layer.generated.recompute = recompute
     x = torch.randn(8, 64)
     y32 = layer(x)
     y32.square().sum().backward()

@@ -1,4 +1,4 @@
-"""Program.recompute = "lean": the least-memory backward pass (adntn_lab.engine.lean_backward)."""
+"""recompute="lean": the least-memory backward pass (adntn_lab.engine.lean_backward)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,12 @@ CASES = [
 
 
 def _weight_and_grads(gen, mode, dtype=torch.float64):
-    gen.program.recompute = mode
-    try:
-        arrays = {k: torch.tensor(v, dtype=dtype, requires_grad=not gen.cores[k].constant)
-                  for k, v in gen.params.items()}
-        w = gen.program.run(arrays)
-        probe = torch.linspace(-1, 1, w.numel(), dtype=dtype).view_as(w)
-        (w * probe).sum().backward()
-        return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
-    finally:
-        gen.program.recompute = "auto"
+    arrays = {k: torch.tensor(v, dtype=dtype, requires_grad=not gen.cores[k].constant)
+              for k, v in gen.params.items()}
+    w = gen.program.run(arrays, recompute=mode)
+    probe = torch.linspace(-1, 1, w.numel(), dtype=dtype).view_as(w)
+    (w * probe).sum().backward()
+    return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
 
 
 @pytest.mark.parametrize("family,i,o,kw", CASES, ids=[c[0] + str(c[1]) for c in CASES])
@@ -49,18 +45,15 @@ def test_lean_gradients_pass_gradcheck():
     # gate chains need a state of at least 2**14 elements; fast mode checks random
     # projections of the Jacobian (one backward pass each instead of one per entry of W)
     gen = al.build("brickwall", 256, 64, depth=2, activation="tanh")
-    assert any(c is not None for c in gen.program._chains)
+    assert any(c is not None for c in gen.program.chains)
     names = gen.trainable_names
     fixed = {k: torch.tensor(v) for k, v in gen.params.items() if k not in names}
-    gen.program.recompute = "lean"
-    try:
-        def weight(*cores):
-            return gen.program.run({**fixed, **dict(zip(names, cores))})
 
-        cores = tuple(torch.tensor(gen.params[k], requires_grad=True) for k in names)
-        assert torch.autograd.gradcheck(weight, cores, fast_mode=True)
-    finally:
-        gen.program.recompute = "auto"
+    def weight(*cores):
+        return gen.program.run({**fixed, **dict(zip(names, cores))}, recompute="lean")
+
+    cores = tuple(torch.tensor(gen.params[k], requires_grad=True) for k in names)
+    assert torch.autograd.gradcheck(weight, cores, fast_mode=True)
 
 
 def test_lean_forward_saves_only_the_cores():
@@ -77,14 +70,10 @@ def test_lean_forward_saves_only_the_cores():
             seen.append(t.numel())
             return t
 
-        gen.program.recompute = mode
-        try:
-            arrays = {k: torch.tensor(v, requires_grad=not gen.cores[k].constant)
-                      for k, v in gen.params.items()}
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                gen.program.run(arrays)
-        finally:
-            gen.program.recompute = "auto"
+        arrays = {k: torch.tensor(v, requires_grad=not gen.cores[k].constant)
+                  for k, v in gen.params.items()}
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            gen.program.run(arrays, recompute=mode)
         return sum(seen)
 
     assert saved_elements("lean") <= core_elems
@@ -93,14 +82,20 @@ def test_lean_forward_saves_only_the_cores():
 
 def test_lean_is_ignored_without_gradients():
     gen = al.build("brickwall", 256, 64, depth=2)
-    gen.program.recompute = "lean"
-    try:
-        arrays = {k: torch.tensor(v) for k, v in gen.params.items()}
-        w = gen.program.run(arrays)
-        assert w.grad_fn is None
-        np.testing.assert_allclose(w.numpy(), gen.weight(), rtol=1e-12, atol=1e-14)
-    finally:
-        gen.program.recompute = "auto"
+    arrays = {k: torch.tensor(v) for k, v in gen.params.items()}
+    w = gen.program.run(arrays, recompute="lean")
+    assert w.grad_fn is None
+    np.testing.assert_allclose(w.numpy(), gen.weight(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_shared_program_holds_no_recompute_setting():
+    """Generators that share a Program (with_optimizer, exported copies) must not see each
+    other's calls: the setting is per call, and the old attribute says so."""
+    gen = al.build("brickwall", 256, 64, depth=2)
+    with pytest.raises(AttributeError, match="recompute="):
+        gen.program.recompute = "lean"
+    with pytest.raises(ValueError, match="unknown recompute"):
+        gen.program.run(gen.params, recompute="sometimes")
 
 
 def test_auto_switches_to_lean_when_the_ordinary_pass_would_not_fit(monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 import adntn_lab as al
 from adntn_lab import families
 from adntn_lab.families import all_families, get_family
-from adntn_lab.train.runs import FAMILY_OPTIONS, RunConfig, budget_build_options
+from adntn_lab.train.config import FAMILY_OPTIONS, RunConfig, budget_build_options
 
 SHAPES = [(16, 16), (120, 400), (256, 784), (1000, 300), (64, 4096)]
 
@@ -72,7 +72,7 @@ def test_a_budget_sets_the_family_knob(name, budget, expect):
 def test_explorer_rebuilds_the_generator_a_row_was_trained_with():
     """A sweep row for brick-wall with budget 5 was trained with depth 5 (the run config's
     knob); the explorer used to rebuild depth 3 from it."""
-    from adntn_lab.train.runs import build_run_model
+    from adntn_lab.train.strategies import build_run_model
     from adntn_lab.widgets import CompressionExplorer
 
     for family, budget in (("brickwall", 5), ("lowrank", 3), ("ttn", 2)):

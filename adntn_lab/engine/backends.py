@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .arrays import is_torch
+
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
@@ -361,6 +363,12 @@ def check_arrays(arrays: Mapping, where: str = "Program.run") -> tuple[str, str]
     """
     if not arrays:
         raise ValueError(f"{where} got no arrays; pass one array per core")
+    first = next(iter(arrays.values()))
+    if is_torch(first):  # the common case, in terms torch.compile can trace
+        device = first.device
+        if all(is_torch(a) and a.device == device for a in arrays.values()):
+            name = device.type if device.index is None else f"{device.type}:{device.index}"
+            return ("torch", name)
     seen: dict[tuple[str, str], list[str]] = {}
     for name, arr in arrays.items():
         try:

@@ -13,8 +13,17 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .planning import TRAFFIC, roofline_score
+from .walk import Front, StepRecord, pairwise_steps, walk
 
-__all__ = ["CostReport", "StageCost", "StepCost", "cost_report", "SCHEDULES", "format_count"]
+__all__ = [
+    "CostReport",
+    "SCHEDULES",
+    "StageCost",
+    "choose_schedule",
+    "cost_report",
+    "estimate_schedules",
+    "format_count",
+]
 
 SCHEDULES = ("auto", "materialize", "fused")
 #: ``auto`` takes the fused schedule when its estimated time is below this share of
@@ -36,23 +45,6 @@ def _format_bytes(n: float) -> str:
         if n >= div:
             return f"{n / div:.3g} {suffix}"
     return f"{int(n)} B"
-
-
-@dataclass
-class StepCost:
-    """One pairwise contraction: inputs, output shape and FLOPs."""
-
-    stage: int
-    group: int
-    step: int
-    left: str
-    right: str
-    output_shape: tuple
-    flops: int
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.output_shape)
 
 
 @dataclass
@@ -80,7 +72,7 @@ class CostReport:
     schedule : str
         The schedule the numbers describe (``auto`` resolved).
     stages : list of StageCost
-    steps : list of StepCost
+    steps : list of StepRecord
         Every pairwise contraction in execution order (the order of ``Program.run`` captures).
     total_flops, peak_bytes, largest_intermediate : int
     num_params : int
@@ -103,7 +95,7 @@ class CostReport:
     schedule: str
     dtype: str
     stages: list[StageCost]
-    steps: list[StepCost]
+    steps: list[StepRecord]
     total_flops: int
     peak_bytes: int
     largest_intermediate: int
@@ -122,6 +114,8 @@ class CostReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        for step in d["steps"]:
+            del step["array"]  # a report's steps are planned, never captured
         d["generation_flops"] = self.generation_flops
         return d
 
@@ -214,130 +208,166 @@ class CostReport:
         return ax.figure
 
 
-def _group_costs(group, tree, size_dict, base_elems, itemsize):
-    """Steps, FLOPs, peak elements and largest intermediate of one group."""
-    steps, flops, peak, largest = [], 0, 0, 0
-    nslices = getattr(tree, "nslices", 1) or 1
-    labels = {tree.input_to_node(i): name for i, name in enumerate(group_operands(group))}
-    alive = 0
-    live: dict = {}
-    for k, (node, left, right) in enumerate(tree.traverse()):
-        size = tree.get_size(node)
-        f = 2 * int(tree.get_flops(node)) * nslices
-        shape = tuple(tree.size_dict[ix] for ix in tree.get_inds(node))
-        steps.append(StepCost(group.stage, group.group, k, labels[left], labels[right],
-                              shape, f))
-        labels[node] = f"#{k}"
-        flops += f
-        alive += size
-        live[node] = size
-        peak = max(peak, base_elems + alive)
-        largest = max(largest, size)
-        for child in (left, right):
-            alive -= live.pop(child, 0)
-    out = math.prod(size_dict[ix] for ix in group_output(group))
-    peak = max(peak, base_elems + 2 * out)  # the activation makes one more array
-    largest = max(largest, out)
-    return steps, flops, peak, largest, nslices
-
-
-def group_operands(group):
-    return getattr(group, "operands_for_cost", group.operands)
-
-
-def group_output(group):
-    return getattr(group, "output_for_cost", group.output)
-
-
-class _FusedView:
-    """The final group seen with the input batch attached (for cost accounting)."""
-
-    def __init__(self, group, fused):
-        self.stage, self.group, self.key = group.stage, group.group, group.key
-        self.operands_for_cost = (*group.operands, "x")
-        self.output_for_cost = fused.output
-        self.operands = self.operands_for_cost
-        self.output = fused.output
-        self.inputs = (*fused.inputs, fused.x_inds)
-
-
-def cost_report(gen, *, batch_size=None, schedule="auto", memory_limit=None,
-                dtype="float32", optimize=None) -> CostReport:
-    """Build the :class:`CostReport` of a generator (see :meth:`Generator.cost`)."""
-    if optimize is not None:
-        gen = gen.with_optimizer(optimize)
+def _check(program, batch_size, schedule, dtype) -> None:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {SCHEDULES}")
     if dtype not in _ITEMSIZE:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {tuple(_ITEMSIZE)}")
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size <= 0):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    itemsize = _ITEMSIZE[dtype]
-    prog = gen.program
-    fused_ok = prog.activations[-1].is_identity
-    if schedule == "fused" and not fused_ok:
+    last = program.activations[-1]
+    if schedule == "fused" and not last.is_identity:
         raise ValueError("the fused schedule needs a linear last stage; this generator's last "
-                         f"activation is {prog.activations[-1].name!r}")
+                         f"activation is {last.name!r}")
     if schedule == "fused" and batch_size is None:
         raise ValueError("the fused schedule applies W to a batch; pass batch_size")
-    candidates = ["materialize"]
-    if batch_size is not None and fused_ok and schedule in ("auto", "fused"):
-        candidates = ["fused"] if schedule == "fused" else ["materialize", "fused"]
-    reports = {c: _report(gen, batch_size, c, memory_limit, itemsize, dtype) for c in candidates}
-    # fused must win clearly: materializing W ends in one large matrix product that runs at
-    # the machine's best rate, while the fused pairwise products are smaller and slower per
-    # multiply-add than the roofline model credits (benchmarks/bench_schedule_margin.py:
-    # training steps of every family at 784-4096 features and batches 16-256; fused was
-    # faster exactly when its estimate was at most 0.64 of materialize's, slower from 0.74)
-    best = reports.get("materialize") or reports["fused"]
-    if ("fused" in reports and "materialize" in reports
-            and reports["fused"].estimated_time < FUSED_MARGIN * best.estimated_time):
-        best = reports["fused"]
-    elif "fused" in reports and "materialize" not in reports:
-        best = reports["fused"]
+
+
+def _candidates(program, batch_size, schedule) -> list[str]:
+    if (batch_size is not None and program.activations[-1].is_identity
+            and schedule in ("auto", "fused")):
+        return ["fused"] if schedule == "fused" else ["materialize", "fused"]
+    return ["materialize"]
+
+
+def choose_schedule(estimates: dict) -> str:
+    """The schedule ``auto`` takes given each candidate's estimated time.
+
+    Fused must win clearly: materializing W ends in one large matrix product that runs at the
+    machine's best rate, while the fused pairwise products are smaller and slower per
+    multiply-add than the roofline model credits (benchmarks/bench_schedule_margin.py:
+    training steps of every family at 784-4096 features and batches 16-256; fused was faster
+    exactly when its estimate was at most 0.64 of materialize's, slower from 0.74).
+    """
+    if "materialize" not in estimates:
+        return "fused"
+    if "fused" in estimates and estimates["fused"] < FUSED_MARGIN * estimates["materialize"]:
+        return "fused"
+    return "materialize"
+
+
+def estimate_schedules(program, batch_size: int | None, *, schedule: str = "auto",
+                       memory_limit=None, dtype: str = "float32") -> dict[str, float]:
+    """Estimated time of each candidate schedule (roofline model), without a full report.
+
+    This is what a layer needs to choose a schedule for a batch size: the same numbers as
+    ``cost_report(...).estimates``, from the trees alone.
+
+    Returns
+    -------
+    dict of str -> float
+        ``{"materialize": t}`` or ``{"materialize": t, "fused": t}`` (``{"fused": t}`` for
+        ``schedule="fused"``), in the multiply-add units of
+        :func:`adntn_lab.engine.planning.roofline_score`.
+    """
+    _check(program, batch_size, schedule, dtype)
+    trees = program.trees(memory_limit, _ITEMSIZE[dtype])
+    head = sum(roofline_score(t) for t in trees[:-1])  # 0 for a group without steps
+    out = {}
+    for name in _candidates(program, batch_size, schedule):
+        last = program.fused_group(batch_size).tree if name == "fused" else trees[-1]
+        out[name] = head + roofline_score(last)
+        if name == "materialize" and batch_size:
+            out[name] += _dense_estimate(program, batch_size)
+    return out
+
+
+def _dense_estimate(program, batch: int) -> float:
+    """Roofline time of ``x @ W.T`` after materializing ``W``."""
+    o, i = program.tz.out_features, program.tz.in_features
+    return batch * o * i + TRAFFIC * (o * i + batch * (o + i))
+
+
+def _group_costs(group, tree, out_elems, base_elems, operands=None):
+    """Steps, FLOPs, peak elements and largest intermediate of one group."""
+    steps, flops, peak, largest = [], 0, 0, 0
+    alive = 0
+    live: dict = {}
+    for record, node, left, right in pairwise_steps(group, tree, operands):
+        size = tree.get_size(node)
+        steps.append(record)
+        flops += record.flops
+        alive += size
+        live[node] = size
+        peak = max(peak, base_elems + alive)
+        largest = max(largest, size)
+        for child in (left, right):
+            alive -= live.pop(child, 0)
+    peak = max(peak, base_elems + 2 * out_elems)  # the activation makes one more array
+    largest = max(largest, out_elems)
+    return steps, flops, peak, largest, getattr(tree, "nslices", 1) or 1
+
+
+def cost_report(program, *, batch_size=None, schedule="auto", memory_limit=None,
+                dtype="float32", family: str = "custom") -> CostReport:
+    """The :class:`CostReport` of a compiled program, from shapes alone.
+
+    Parameters
+    ----------
+    program : Program
+        Plan, tensorization, activations and size dict are all it reads (no core values).
+    batch_size : int, optional
+    schedule : {"auto", "materialize", "fused"}
+    memory_limit : int, optional
+        Bytes; groups over it are costed sliced (or refused with ``MemoryLimitError``).
+    dtype : str
+        Element type the bytes are counted in.
+    family : str
+        Label of the report.
+
+    Returns
+    -------
+    CostReport
+        For ``auto``, the schedule :func:`choose_schedule` takes, with every candidate's
+        FLOPs in ``alternatives`` and estimated time in ``estimates``.
+    """
+    _check(program, batch_size, schedule, dtype)
+    reports = {c: _report(program, batch_size, c, memory_limit, dtype, family)
+               for c in _candidates(program, batch_size, schedule)}
+    best = reports[choose_schedule({k: r.estimated_time for k, r in reports.items()})]
     best.alternatives = {k: r.total_flops for k, r in reports.items()}
     best.estimates = {k: r.estimated_time for k, r in reports.items()}
     return best
 
 
-def _report(gen, batch_size, schedule, memory_limit, itemsize, dtype) -> CostReport:
-    prog = gen.program
-    trees = prog.trees(memory_limit, itemsize)
-    size_dict = prog.size_dict
-    params_elems = sum(c.size for c in gen.cores.values())
-    front: dict[str, int] = {}
-    steps: list[StepCost] = []
+def _report(program, batch_size, schedule, memory_limit, dtype, family) -> CostReport:
+    itemsize = _ITEMSIZE[dtype]
+    trees = program.trees(memory_limit, itemsize)
+    core_sizes = program.core_sizes()
+    params_elems = sum(core_sizes.values())
+    tz = program.tz
+    o, i = tz.out_features, tz.in_features
+    last = len(program.groups) - 1
+    steps: list[StepRecord] = []
     per_stage: dict[int, list] = {}
-    o, i = gen.shape
-    overall_peak, overall_largest = params_elems, 0
-    estimate = 0.0
-    for idx, (group, tree) in enumerate(zip(prog.groups, trees)):
-        sd = size_dict
-        is_last = idx == len(prog.groups) - 1
-        if is_last and schedule == "fused":
-            fused = prog.fused_group(batch_size)
-            tree, sd = fused.tree, fused.size_dict
-            group = _FusedView(group, fused)
-        consumed = [k for k in group.operands if k in front]
-        base = params_elems + sum(front.values())
-        if is_last and schedule == "fused":
-            base += batch_size * gen.tensorization.padded_in
-        g_steps, flops, peak, largest, nsl = _group_costs(group, tree, sd, base, itemsize)
-        if g_steps:
-            estimate += roofline_score(tree)
-        steps += g_steps
-        for k in consumed:
-            front.pop(k)
-        front[group.key] = math.prod(sd[ix] for ix in group.output)
+    peaks = [params_elems]
+    largests = [0]
+    front = Front(core_sizes)  # front values: elements of each carried tensor
+
+    def visit(index, group, operands):
+        tree, sizes, output, labels = trees[index], program.size_dict, group.output, None
+        carried = sum(n for n, owned in zip(operands, front.owned(group)) if owned)
+        base = params_elems + sum(front.carried.values()) + carried
+        if index == last and schedule == "fused":
+            fused = program.fused_group(batch_size)
+            tree, sizes, output = fused.tree, fused.size_dict, fused.output
+            labels = (*group.operands, "x")
+            base += batch_size * tz.padded_in
+        out_elems = math.prod(sizes[ix] for ix in output)
+        g_steps, flops, peak, largest, nsl = _group_costs(group, tree, out_elems, base, labels)
+        steps.extend(g_steps)
         per_stage.setdefault(group.stage, []).append((flops, peak, largest, nsl))
-        overall_peak = max(overall_peak, peak)
-        overall_largest = max(overall_largest, largest)
+        peaks.append(peak)
+        largests.append(largest)
+        return out_elems
+
+    walk(program.groups, front, visit)
     stages = []
-    for s in range(gen.num_stages):
+    for s in range(program.plan.num_stages):
         rows = per_stage.get(s, [])
         stages.append(StageCost(
             stage=s,
-            activation=prog.activations[s].name,
+            activation=program.activations[s].name,
             groups=len(rows),
             flops=sum(r[0] for r in rows),
             peak_bytes=max((r[1] for r in rows), default=params_elems) * itemsize,
@@ -345,13 +375,18 @@ def _report(gen, batch_size, schedule, memory_limit, itemsize, dtype) -> CostRep
             slices=max((r[3] for r in rows), default=1),
         ))
     total = sum(s.flops for s in stages)
+    overall_peak = max(peaks)
+    estimate = sum(roofline_score(t) for t in trees[:-1])  # 0 for a group without steps
+    estimate += roofline_score(program.fused_group(batch_size).tree if schedule == "fused"
+                               else trees[-1])
     dense = 2 * batch_size * o * i if batch_size else None
     if batch_size and schedule == "materialize":
         total += dense
-        estimate += batch_size * o * i + TRAFFIC * (o * i + batch_size * (o + i))
+        estimate += _dense_estimate(program, batch_size)
         overall_peak = max(overall_peak, params_elems + o * i + batch_size * (o + i))
+    num_params = program.num_params()
     return CostReport(
-        family=gen.family,
+        family=family,
         shape=(o, i),
         batch_size=batch_size,
         schedule=schedule,
@@ -360,9 +395,9 @@ def _report(gen, batch_size, schedule, memory_limit, itemsize, dtype) -> CostRep
         steps=steps,
         total_flops=int(total),
         peak_bytes=int(overall_peak * itemsize),
-        largest_intermediate=int(overall_largest),
-        num_params=gen.num_params,
-        compression_ratio=gen.compression_ratio,
+        largest_intermediate=int(max(largests)),
+        num_params=num_params,
+        compression_ratio=o * i / num_params,
         dense_flops=dense,
         memory_limit=memory_limit,
         estimated_time=float(estimate),

@@ -35,6 +35,7 @@ import torch
 from cotengra.contract import einsum as _pair_einsum
 
 from .backends import array_namespace, check_arrays, require_cupy
+from .walk import Front, walk
 
 __all__ = [
     "MODES",
@@ -240,10 +241,12 @@ def _forward(program, arrays: dict, need: dict, keep: bool):
         Per group that leads to a requested gradient: what its adjoint needs.
     """
     sched = _schedule(program)
-    front, front_need, tape = {}, {}, []
-    for group, shapes, steps, perm in sched.groups:
-        ops = [arrays[k] if k in arrays else front.pop(k) for k in group.operands]
-        op_need = [need[k] if k in arrays else front_need.pop(k) for k in group.operands]
+    tape = []
+
+    def visit(index, group, operands):
+        _, shapes, steps, perm = sched.groups[index]
+        ops = [op for op, _ in operands]
+        op_need = [flag for _, flag in operands]
         in_shapes = None
         if shapes is not None:
             in_shapes = [op.shape for op in ops]
@@ -264,10 +267,13 @@ def _forward(program, arrays: dict, need: dict, keep: bool):
         if keep and group_need:
             tape.append((group, steps, perm, slots, op_need, in_shapes, out_shape,
                          None if act.is_identity else (act, out)))
-        front[group.key] = act(out)
-        front_need[group.key] = group_need
+        return act(out), group_need
+
+    # front values are (array, whether a requested gradient flows through it)
+    leaves = {k: (arrays[k], need[k]) for k in arrays}
+    final, _ = walk(program.groups, Front(leaves), visit).pop(program.final_key)
     rows, cols = sched.crop
-    return front.pop(sched.groups[-1][0].key)[:rows, :cols], tape
+    return final[:rows, :cols], tape
 
 
 def _backward(program, tape, gW, names):
@@ -392,6 +398,12 @@ def contract_weight(program, arrays: dict, *, mode: str = "adjoint") -> torch.Te
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    if torch.compiler.is_compiling():
+        raise ValueError(
+            "contract_weight hands the contraction to CuPy (numpy on the CPU), which "
+            "torch.compile cannot trace; call it outside the compiled region, or compile the "
+            "layer itself, whose torch contraction traces as one graph"
+        )
     backend, device = check_arrays(arrays, "contract_weight")
     if backend != "torch":
         raise TypeError(

@@ -15,7 +15,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-import autoray as ar
+from . import arrays as ar
 
 __all__ = ["GateChain", "detect_gate_chain"]
 
@@ -109,10 +109,8 @@ def _apply_block(matrix, state, left: int, width: int, right: int):
         return ar.do("matmul", matrix, view[0])
     if right < _MIN_BATCHED_COLUMNS:
         return ar.do("einsum", "ab,xbr->xar", matrix, view)
-    if ar.infer_backend(view) == "torch":
-        import torch
-
-        return torch.bmm(matrix.expand(left, width, width), view)
+    if ar.is_torch(view):
+        return matrix.expand(left, width, width).bmm(view)
     return ar.do("matmul", matrix, view)
 
 

@@ -1,4 +1,4 @@
-"""Generating ``W`` under torch autograd with the least memory: ``Program.recompute = "lean"``.
+"""Generating ``W`` under torch autograd with the least memory: ``recompute="lean"``.
 
 The ordinary backward pass keeps each stage's activated state for the next stage's backward,
 and a checkpointed gate chain keeps every block's input while it is differentiated. Here the
@@ -30,6 +30,7 @@ from ..tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_col
 from .allocator import memory_first, release_free_memory
 from .gate_chains import GateChain, _apply_block, _block_matrix
 from .matmul_steps import contract_tree
+from .walk import Front, walk
 
 __all__ = ["lean_weight"]
 
@@ -66,7 +67,7 @@ class _Lean(torch.autograd.Function):
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
             front = _run_groups(program, arrays, len(program.groups))
-            w = _to_matrix(program, front.pop(program.plan.final_key))
+            w = _to_matrix(program, front.pop(program.final_key))
         del front
         release_free_memory()
         return w
@@ -86,7 +87,7 @@ class _Lean(torch.autograd.Function):
         wanted = {n for n, t, need in zip(names, tensors, ctx.needs_input_grad[2:]) if need}
         grads: dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            pending = {program.plan.final_key: _from_matrix(program, grad_w)}
+            pending = {program.final_key: _from_matrix(program, grad_w)}
         del grad_w
         release_free_memory()
         for index in range(len(program.groups) - 1, -1, -1):
@@ -102,7 +103,7 @@ class _Lean(torch.autograd.Function):
                 """The group's operands, recomputed from the cores (fresh each call)."""
                 with torch.no_grad():
                     front = _run_groups(program, arrays, index)
-                return [arrays[n] if n in arrays else front.pop(n) for n in group.operands]
+                return front.gather(group)
 
             results = _group_backward(program, index, operands, g, needs)
             del g
@@ -118,19 +119,17 @@ class _Lean(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------- forward pieces
-def _run_groups(program, arrays, stop: int):
-    """Activated outputs of groups ``0..stop-1`` not yet consumed by them (no autograd), as
-    ``{key: tensor}``; gate chains run in place on a buffer they own."""
-    front: dict = {}
-    for index in range(stop):
-        group = program.groups[index]
-        ops = [arrays[n] if n in arrays else front.pop(n) for n in group.operands]
-        owned = [n not in arrays for n in group.operands]
-        out = _contract(program, index, ops, owned)
-        del ops
-        out = _activate_(program.activations[group.stage], out)
-        front[group.key] = out
-    return front
+def _run_groups(program, arrays, stop: int) -> Front:
+    """The front after groups ``0..stop-1`` (no autograd): their activated outputs not yet
+    consumed; gate chains run in place on a buffer they own."""
+    front = Front(arrays)
+
+    def visit(index, group, ops):
+        out = _contract(program, index, ops, front.owned(group))
+        del ops[:]  # the group's inputs may go as soon as its output exists
+        return _activate_(program.activations[group.stage], out)
+
+    return walk(program.groups, front, visit, stop=stop)
 
 
 def _contract(program, index, ops, owned):
@@ -145,7 +144,7 @@ def _contract(program, index, ops, owned):
         for block in chain.blocks:
             _apply_block_(_block_matrix(block, ops), flat, *_block_dims(chain, block))
         return flat.view(chain.line_dims)
-    tree = program.trees()[index]
+    tree = program.tree(index)
     if len(ops) == 1:  # a fresh copy: the activation then runs in place on it
         inds = group.inputs[0]
         return ops[0].permute(*(inds.index(ix) for ix in group.output)).clone(
@@ -154,7 +153,7 @@ def _contract(program, index, ops, owned):
 
 
 def _chain(program, index) -> GateChain | None:
-    chain = program._chains[index]
+    chain = program.chain(index)
     if chain is None:
         return None
     ident = tuple(range(len(chain.state_order)))
@@ -185,7 +184,7 @@ def _to_matrix(program, final):
     """``W`` from the final group's output, dropping each intermediate as soon as the next
     exists (the caller must hold no other reference to ``final``)."""
     tz = program.tz
-    have, want = tuple(program.plan.final_inds), tuple(tz.physical_inds)
+    have, want = tuple(program.final_inds), tuple(tz.physical_inds)
     if have != want:
         final = final.permute(*(have.index(ix) for ix in want))
     if tz.n_sites < 3 or math.prod(tz.site_dims) < _FAST_UNSHUFFLE_MIN:
@@ -200,7 +199,7 @@ def _to_matrix(program, final):
 def _from_matrix(program, grad_w):
     """Gradient of the final group's output (in ``final_inds`` order) from that of ``W``."""
     g = program.tz.from_matrix(grad_w)
-    have, want = tuple(program.plan.final_inds), tuple(program.tz.physical_inds)
+    have, want = tuple(program.final_inds), tuple(program.tz.physical_inds)
     if have != want:
         g = g.permute(*(want.index(ix) for ix in have))
     return g.contiguous()
@@ -275,10 +274,10 @@ def _contract_autograd(program, index, ops):
     if len(ops) == 1:
         inds = group.inputs[0]
         return ops[0].permute(*(inds.index(ix) for ix in group.output))
-    chain = program._chains[index]
+    chain = program.chain(index)
     if chain is not None:
         return chain.contract(ops)
-    return contract_tree(program.trees()[index], ops)
+    return contract_tree(program.tree(index), ops)
 
 
 def _activation_backward_(act, pre, g):

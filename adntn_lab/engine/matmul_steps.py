@@ -17,26 +17,86 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass
 
-import autoray as ar
 from cotengra import get_symbol
 
-__all__ = ["contract_tree"]
+from .arrays import do
+
+__all__ = ["StepPlan", "contract_tree", "plan_steps", "run_steps"]
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
 class _Step:
-    """One pairwise step as a (batched) matrix product of two operands laid out for it."""
+    """One pairwise step as a (batched) matrix product of two operands laid out for it.
 
-    left: object
-    right: object
-    node: object
+    ``left``, ``right`` and ``node`` are slots: ``0..n-1`` hold the tree's inputs and slot
+    ``n + k`` the result of step ``k``.
+    """
+
+    left: int
+    right: int
+    node: int
     a: tuple            # (perm or None, shape (nb, m, k), transposed view)
     b: tuple            # (perm or None, shape (nb, k, n), transposed view)
     dims: tuple         # shape of the product's natural layout (batch, free a, free b)
     out_perm: tuple | None
     einsum: str | None  # the step as an einsum instead, when it is not a product
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """A tree's pairwise steps laid out as matrix products, in plain data (no cotengra).
+
+    Attributes
+    ----------
+    n_inputs : int
+        Operands the plan takes, in the tree's input order.
+    steps : tuple of _Step
+    """
+
+    n_inputs: int
+    steps: tuple
+
+
+def plan_steps(tree, free: str | None = None) -> StepPlan:
+    """Lay out ``tree``'s steps as matrix products (cached per tree when ``free`` is None).
+
+    Parameters
+    ----------
+    tree : cotengra.ContractionTree
+        Unsliced tree with at least one step.
+    free : str, optional
+        An index whose size is read off the arrays at run time (written ``-1`` in every
+        reshape), e.g. the batch of the fused schedule, so that one plan serves any batch.
+    """
+    if free is not None:
+        return _plan(tree, free)
+    plan = _PLANS.get(tree)
+    if plan is None:
+        plan = _PLANS[tree] = _plan(tree)
+    return plan
+
+
+def run_steps(plan: StepPlan, ops):
+    """Contract ``ops`` (one array per tree input) along a :class:`StepPlan`.
+
+    Returns
+    -------
+    array
+        In the tree's output index order.
+    """
+    values = list(ops) + [None] * len(plan.steps)
+    for step in plan.steps:
+        a, b = values[step.left], values[step.right]
+        values[step.left] = values[step.right] = None  # drop inputs as soon as they are used
+        if step.einsum is not None:
+            values[step.node] = do("einsum", step.einsum, a, b)
+            continue
+        c = do("matmul", _operand(a, *step.a), _operand(b, *step.b))
+        c = do("reshape", c, step.dims)
+        values[step.node] = c if step.out_perm is None else do("transpose", c, step.out_perm)
+    return values[-1]
 
 
 def contract_tree(tree, ops):
@@ -53,33 +113,19 @@ def contract_tree(tree, ops):
     array
         In the tree's output index order.
     """
-    plan = _PLANS.get(tree)
-    if plan is None:
-        plan = _PLANS[tree] = _plan(tree)
-    values = {tree.input_to_node(i): op for i, op in enumerate(ops)}
-    node = None
-    for step in plan:
-        a, b = values.pop(step.left), values.pop(step.right)
-        node = step.node
-        if step.einsum is not None:
-            values[node] = ar.do("einsum", step.einsum, a, b)
-            continue
-        c = ar.do("matmul", _operand(a, *step.a), _operand(b, *step.b))
-        c = ar.do("reshape", c, step.dims)
-        values[node] = c if step.out_perm is None else ar.do("transpose", c, step.out_perm)
-    return values[node]
+    return run_steps(plan_steps(tree), ops)
 
 
 def _operand(x, perm, shape, transposed):
     if perm is not None:
-        x = ar.do("transpose", x, perm)
+        x = do("transpose", x, perm)
     if transposed:
-        x = ar.do("reshape", x, (shape[0], shape[2], shape[1]))
-        return ar.do("swapaxes", x, -1, -2)
-    return ar.do("reshape", x, shape)
+        x = do("reshape", x, (shape[0], shape[2], shape[1]))
+        return do("swapaxes", x, -1, -2)
+    return do("reshape", x, shape)
 
 
-def _plan(tree) -> list[_Step]:
+def _plan(tree, free: str | None = None) -> StepPlan:
     """Choose every intermediate's index order from the root down, so that each step is a
     matrix product whose operands already lie as (batch, free, contracted) or its transpose
     wherever the parent allows, and only small leaves or the rare leftover get transposed."""
@@ -96,6 +142,10 @@ def _plan(tree) -> list[_Step]:
         return {ix for ix in inside if total[ix] > inside[ix] or ix in output}
 
     size = tree.size_dict
+
+    def extent(inds):
+        return -1 if free in inds else math.prod(size[ix] for ix in inds)
+
     order = dict(leaves)
     order[steps[-1][0]] = output
     plan = []
@@ -125,17 +175,24 @@ def _plan(tree) -> list[_Step]:
             k_inds = sorted(k_inds)
         order.setdefault(left, tuple(batch + fa + k_inds))
         order.setdefault(right, tuple(batch + k_inds + fb))
-        nb = math.prod(size[ix] for ix in batch)
-        m = math.prod(size[ix] for ix in fa)
-        k = math.prod(size[ix] for ix in k_inds)
-        n = math.prod(size[ix] for ix in fb)
+        nb, m, k, n = extent(batch), extent(fa), extent(k_inds), extent(fb)
         a = _layout(order[left], batch, fa, k_inds, (nb, m, k))
         b = _layout(order[right], batch, k_inds, fb, (nb, k, n))
         natural = tuple(batch + fa + fb)
         out_perm = None if natural == want else tuple(natural.index(ix) for ix in want)
-        dims = tuple(size[ix] for ix in natural)
+        dims = tuple(-1 if ix == free else size[ix] for ix in natural)
         plan.append(_Step(left, right, node, a, b, dims, out_perm, None))
-    return plan[::-1]
+    # nodes to slots: the inputs first, then each step's result in execution order
+    slot = {tree.input_to_node(i): i for i in range(len(tree.inputs))}
+    slot.update({node: len(tree.inputs) + k for k, (node, _, _) in enumerate(steps)})
+    laid = tuple(_Step(slot[st.left], slot[st.right], slot[st.node], *_fields_after_slots(st))
+                 for st in reversed(plan))
+    return StepPlan(len(tree.inputs), laid)
+
+
+def _fields_after_slots(step: _Step) -> tuple:
+    """A step's fields after its slots."""
+    return step.a, step.b, step.dims, step.out_perm, step.einsum
 
 
 def _layout(have, batch, first, second, shape):

@@ -4,17 +4,23 @@ A generator's execution is fixed by its structure: which cores sit in which stag
 indices they share. :func:`plan_structure` simulates the stage semantics symbolically once and
 returns the groups to contract, each with a cotengra tree found once per structure and reused
 (an in-process cache keyed by the group's canonical signature, plus cotengra's on-disk cache
-for hyper-optimised trees when :func:`set_plan_cache` names a directory).
+for hyper-optimised trees when :func:`set_plan_cache` names a directory). Entries of the disk
+cache are written to a temporary file and moved into place with :func:`os.replace`, so
+processes sharing the directory (sweep workers, data-parallel ranks) never read half an entry.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass
 
 import cotengra as ctg
+from cotengra.utils import DiskDict
 
 from ..topologies._blueprint import CoreSpec
 
@@ -55,6 +61,46 @@ def clear_plan_cache() -> None:
         _STATS.clear()
 
 
+class AtomicDiskDict(DiskDict):
+    """cotengra's on-disk dict whose files appear complete or not at all.
+
+    cotengra writes an entry in place, so a reader in another process may find the file
+    before its last byte is written; here each entry is written to a temporary file in the
+    same directory and renamed over the target.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, k, v):
+        self._mem_cache[k] = v
+        if self._directory is None:
+            return
+        parts = k if isinstance(k, tuple) else (k,)
+        fname = self._path.joinpath(*parts)
+        fname.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{fname.name}.", suffix=".tmp", dir=fname.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(v, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, fname)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+
+class _DiskReusableOptimizer(ctg.ReusableHyperOptimizer):
+    """cotengra's reusable hyper-optimiser over an :class:`AtomicDiskDict`."""
+
+    def __init__(self, *, directory, **kwargs):
+        super().__init__(directory=directory, **kwargs)
+        self._cache = AtomicDiskDict(directory)
+
+
 _AUTO = None
 
 
@@ -70,7 +116,7 @@ def _optimizer(optimize):
     if optimize == "hyper":
         kwargs = dict(max_repeats=32, progbar=False, parallel=False)
         if _DISK_DIR:
-            return ctg.ReusableHyperOptimizer(directory=_DISK_DIR, **kwargs)
+            return _DiskReusableOptimizer(directory=_DISK_DIR, **kwargs)
         return ctg.HyperOptimizer(**kwargs)
     if isinstance(optimize, str):
         raise ValueError(f"unknown optimizer {optimize!r}; use one of {OPTIMIZERS} "
@@ -249,13 +295,27 @@ class GroupPlan:
 
 @dataclass
 class Plan:
-    """All groups of a generator in execution order, and the final tensor's indices."""
+    """All groups of a generator in execution order, and the final tensor's indices.
+
+    Attributes
+    ----------
+    groups : list of GroupPlan
+    final_key : str
+        Front key of the last group's result.
+    final_inds : tuple of str
+        Its indices (the physical legs).
+    size_dict : dict of str -> int
+    num_stages : int
+    constants : tuple of str
+        Cores that are not trainable (boundary vectors).
+    """
 
     groups: list[GroupPlan]
     final_key: str
     final_inds: tuple[str, ...]
     size_dict: dict[str, int]
     num_stages: int
+    constants: tuple[str, ...] = ()
 
 
 def check_indices(cores: list[CoreSpec], physical: tuple[str, ...]) -> None:
@@ -375,4 +435,5 @@ def plan_structure(cores: list[CoreSpec], size_dict: dict[str, int], num_stages:
         raise ValueError(
             f"the final tensor has legs {final_inds}, expected the physical legs {physical}"
         )
-    return Plan(groups, final_key, final_inds, dict(size_dict), num_stages)
+    return Plan(groups, final_key, final_inds, dict(size_dict), num_stages,
+                tuple(c.name for c in cores if c.constant))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..engine.cost import choose_schedule, estimate_schedules
 from ..generator import Generator, build
 from ..numerics import check_precision
 
@@ -44,12 +45,19 @@ class GeneratedWeight(nn.Module):
         Structure and initial values.
     device, dtype : optional
         Where and in which precision the cores live (float32 by default).
+
+    Attributes
+    ----------
+    recompute : {"auto", True, False, "lean"}
+        What the backward pass recomputes instead of keeping (see
+        :meth:`adntn_lab.engine.Program.run`); ``"lean"`` uses the least memory.
     """
 
     @outside_inference_mode
     def __init__(self, generator: Generator, *, device=None, dtype=None):
         super().__init__()
         self.generator = generator
+        self.recompute = "auto"
         dtype = dtype or torch.get_default_dtype()
         if not dtype.is_floating_point:
             raise TypeError(f"generated weights are floating point; got dtype={dtype}, use "
@@ -102,7 +110,7 @@ class GeneratedWeight(nn.Module):
         """``W`` of shape (out_features, in_features)."""
         if self._memo is not None:
             return self._memo
-        return self.generator.program.run(self.arrays())
+        return self.generator.program.run(self.arrays(), recompute=self.recompute)
 
     @contextlib.contextmanager
     def cached(self):
@@ -117,6 +125,7 @@ class GeneratedWeight(nn.Module):
 
     def __setstate__(self, state):
         state.setdefault("_memo", None)  # layers pickled before the memo existed
+        state.setdefault("recompute", "auto")  # ... or before recompute moved here
         super().__setstate__(state)
 
     def export_generator(self) -> Generator:
@@ -199,10 +208,9 @@ class ADNTNLinear(GeneratedLayer):
                              f"{out_features}x{in_features}")
         self.in_features = generator.in_features
         self.out_features = generator.out_features
-        self.schedule = schedule
         self.generated = GeneratedWeight(generator, device=device, dtype=dtype)
         self._init_bias(bias, self.out_features, self.in_features, device, dtype)
-        self._choice: dict[int, str] = {}
+        self.schedule = schedule
         #: time close calls between the schedules on the first training batch of each size
         #: (off by default: a timed choice can differ between runs, which breaks bit-for-bit
         #: reproducibility)
@@ -213,14 +221,37 @@ class ADNTNLinear(GeneratedLayer):
         """The generated weight, shape (out_features, in_features)."""
         return self.generated()
 
+    @property
+    def schedule(self) -> str:
+        """``"auto"``, ``"materialize"`` or ``"fused"``; setting it forgets the choices made
+        per batch size."""
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, value: str) -> None:
+        if value not in SCHEDULES:
+            raise ValueError(f"unknown schedule {value!r}; use one of {SCHEDULES}")
+        self._schedule = value
+        self._choice: dict[int, str] = {}
+
+    def __setstate__(self, state):
+        if "schedule" in state:  # layers pickled before the schedule became a property
+            state["_schedule"] = state.pop("schedule")
+        state.setdefault("_choice", {})
+        super().__setstate__(state)
+
     def schedule_for(self, batch: int) -> str:
         """The schedule this layer uses for a batch of ``batch`` rows (the cost model's
-        choice, or the measured one once a batch of that size has been autotuned)."""
+        choice, or the measured one once a batch of that size has been autotuned); decided
+        once per batch size."""
         if self.schedule != "auto":
             return self.schedule
         if batch not in self._choice:
-            self._choice[batch] = self.generator.cost(batch, "auto").schedule
+            self._choice[batch] = choose_schedule(self._estimates(batch))
         return self._choice[batch]
+
+    def _estimates(self, batch: int) -> dict:
+        return estimate_schedules(self.generator.program, batch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -230,12 +261,16 @@ class ADNTNLinear(GeneratedLayer):
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:  # an empty batch gives an empty result, as nn.Linear does
             return F.linear(x2, self.generated(), self.bias).reshape(*lead, self.out_features)
-        schedule = self._tuned_schedule(x2)
+        if torch.compiler.is_compiling():
+            schedule = _compiled_schedule(self, x)
+        else:
+            schedule = self._tuned_schedule(x2)
         return self._run_schedule(x2, schedule).reshape(*lead, self.out_features)
 
     def _run_schedule(self, x2: torch.Tensor, schedule: str) -> torch.Tensor:
         if schedule == "fused":
-            y = self.generator.program.fused(self.generated.arrays(), x2)
+            y = self.generator.program.fused(self.generated.arrays(), x2,
+                                             recompute=self.generated.recompute)
             return y if self.bias is None else y + self.bias
         return F.linear(x2, self.generated(), self.bias)
 
@@ -243,12 +278,11 @@ class ADNTNLinear(GeneratedLayer):
         batch = x2.shape[0]
         if self.schedule != "auto" or batch in self._choice:
             return self.schedule_for(batch)
-        report = self.generator.cost(batch, "auto")
-        estimates = report.estimates
+        estimates = self._estimates(batch)
         close = (len(estimates) == 2
                  and max(estimates.values()) <= AUTOTUNE_BAND * min(estimates.values()))
         if not (close and self.autotune and torch.is_grad_enabled() and self.training):
-            self._choice[batch] = report.schedule
+            self._choice[batch] = choose_schedule(estimates)
         else:
             self._choice[batch] = self._measure(x2, tuple(estimates))
         return self._choice[batch]
@@ -337,3 +371,12 @@ def _copy_into(dense: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None
         dense.weight.copy_(weight.reshape(dense.weight.shape))
         if bias is not None:
             dense.bias.copy_(bias)
+
+
+@torch.compiler.assume_constant_result
+def _compiled_schedule(layer: ADNTNLinear, x: torch.Tensor) -> str:
+    """The schedule for ``x``'s batch, decided while ``torch.compile`` traces (never timed):
+    the traced graph holds only the chosen schedule's operations. Under a dynamic batch the
+    choice made for the batch at tracing stands for every size; both schedules compute the
+    same ``y``."""
+    return layer.schedule_for(math.prod(x.shape[:-1]))

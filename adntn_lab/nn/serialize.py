@@ -113,7 +113,7 @@ def rebuild_generator(spec: dict) -> Generator:
     common = {"activation": spec["activations"], "seed": spec["seed"],
               "optimize": spec.get("optimize", "auto"), "calibrate": False}
     if "graph" in spec:
-        from ..topologies.custom import from_graph
+        from ..generator import from_graph
 
         return from_graph(spec["graph"], out_modes=spec["out_modes"],
                           in_modes=spec["in_modes"], **common)

@@ -10,6 +10,9 @@ knows, every bond joins exactly two cores, networkx node identities are kept (no
 ``"5"`` are two nodes, and so are refused as one name), and nesting is bounded. Every refusal
 is a ValueError (a wrong value) or TypeError (a wrong type) that names the field by its path
 in the description, e.g. ``cores[2].sites[0]``, and says what would be valid.
+
+This module reads and writes the format only; :func:`adntn_lab.from_graph` (in
+:mod:`adntn_lab.generator`) builds the generator, so nothing here imports it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from ..tensorize import tensorize
 from ._blueprint import Blueprint, Builder
 
-__all__ = ["from_graph", "graph_to_blueprint", "generator_to_dict", "FORMAT", "MAX_NESTING"]
+__all__ = ["graph_to_blueprint", "generator_to_dict", "FORMAT", "MAX_NESTING"]
 
 FORMAT = "adntn-graph/1"
 #: deepest nesting of lists and objects accepted in a description (a core's ``params`` nest
@@ -587,53 +590,6 @@ def _activation_entry(value, num_stages: int):
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
     return value
-
-
-def from_graph(graph, in_features=None, out_features=None, *, out_modes=None, in_modes=None,
-               activation=None, seed: int = 0, optimize="auto", calibrate: bool = True,
-               memory_budget=None):
-    """Build a :class:`~adntn_lab.Generator` from a drawn or written network.
-
-    Parameters
-    ----------
-    graph : networkx.Graph, dict, str or path
-        Nodes/cores with ``stage`` and ``sites``; edges/bonds with ``dim`` (see module doc).
-        A string is JSON text, or the path of a JSON file.
-    in_features, out_features : int, optional
-        Shape of the weight; read from the graph's attributes when not given.
-    out_modes, in_modes : sequence of int, optional
-        Per-site factors; balanced factors of the features by default.
-    activation : str, callable or sequence, optional
-        One activation for every stage but the last, or one per stage. Defaults to the graph's
-        ``activation`` entry, else ``relu``.
-    memory_budget : int or str, optional
-        Bytes the network may take to build (see :mod:`adntn_lab.resources`).
-
-    Raises
-    ------
-    TypeError
-        A field of the wrong type, named by its path in the description.
-    ValueError
-        Dangling bond, missing or doubled physical leg, stages that leave more than one
-        tensor, unknown fields and other mistakes, each named by its path.
-    """
-    from ..generator import Generator
-
-    bp = graph_to_blueprint(graph, in_features, out_features, out_modes=out_modes,
-                            in_modes=in_modes)
-    params = bp.options.pop("params")
-    graph_act = bp.options.pop("activation")
-    act = activation if activation is not None else graph_act
-    if act is None and bp.num_stages > 1:
-        act = "relu"
-    gen = Generator(bp, act, seed=seed, optimize=optimize, calibrate=calibrate and not params,
-                    memory_budget=memory_budget)
-    for name, arr in params.items():
-        if arr.shape != gen.cores[name].shape:  # checked above; kept as the last word
-            raise ValueError(f"params of core {name!r} have shape {arr.shape}, expected "
-                             f"{gen.cores[name].shape}")
-        gen.params[name] = arr
-    return gen
 
 
 def generator_to_dict(gen, include_params: bool = False) -> dict:

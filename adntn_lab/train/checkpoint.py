@@ -42,7 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .loop import OPTIMIZERS, History, TrainState, make_optimizer
+from .loop import OPTIMIZERS, make_optimizer
+from .records import History, TrainState
 
 __all__ = [
     "FORMAT",

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from ..generator import Generator
 from ..nn.linear import ADNTNLinear, GeneratedWeight
 from ..topologies import build_mpo
-from .loop import History, epoch_order, evaluate
+from .loop import epoch_order, evaluate
+from .records import History
 
 __all__ = ["dmrg_sweep", "mpo_layers", "split_block"]
 

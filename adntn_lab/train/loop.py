@@ -20,12 +20,10 @@ lower learning rate, say), and nothing non-finite reaches a checkpoint.
 
 from __future__ import annotations
 
-import base64
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,11 +31,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .records import Evaluation, History, TrainState, _b64, _empty_partial, _unb64
+
 __all__ = [
     "OPTIMIZERS",
-    "Evaluation",
-    "History",
-    "TrainState",
     "TrainingDiverged",
     "evaluate",
     "fit",
@@ -49,189 +46,6 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 # ----------------------------------------------------------------------------- records
-
-
-@dataclass
-class History:
-    """Per-epoch and per-step training records.
-
-    Attributes
-    ----------
-    epoch : list of int
-        1-based epoch numbers, one entry per completed epoch.
-    train_loss, train_acc : list of float
-        Mean cross-entropy and accuracy over the epoch's training batches (train mode).
-    test_loss, test_acc : list of float
-        Loss and accuracy on the test split at the end of the epoch (eval mode); NaN when no
-        test split was given.
-    epoch_time : list of float
-        Wall-clock seconds spent in each epoch (training plus evaluation).
-    step_loss : list of float
-        Loss of every optimiser step, in order.
-    stopped : bool
-        True when the last call to :func:`fit` ended early on a stop request.
-    events : list of dict
-        Things that happened to the run besides steps, in order: ``{"event": "diverged",
-        "epoch", "step", "what", "lr"}`` when a step was rolled back, ``{"event":
-        "lr_changed", "epoch", "step", "from", "to"}`` when a resume changed the learning
-        rate (``step`` = steps done when it happened).
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)
-    step_loss: list[float] = field(default_factory=list)
-    stopped: bool = False
-    events: list[dict] = field(default_factory=list)
-
-    @property
-    def wall_time(self) -> float:
-        """Total seconds over the recorded epochs."""
-        return float(sum(self.epoch_time))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN written as None)."""
-        out = asdict(self)
-        for k, v in out.items():
-            if isinstance(v, list) and k != "events":
-                out[k] = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
-        return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> History:
-        """Inverse of :meth:`to_dict`."""
-        kw = {}
-        for name in cls.__dataclass_fields__:
-            if name not in d:
-                continue
-            v = d[name]
-            if name == "events":
-                v = [dict(x) for x in v]
-            elif isinstance(v, list) and name != "epoch":
-                v = [math.nan if x is None else float(x) for x in v]
-            elif name == "epoch":
-                v = [int(x) for x in v]
-            kw[name] = v
-        return cls(**kw)
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def __repr__(self) -> str:
-        if not self.epoch:
-            return f"History(0 epochs, {len(self.step_loss)} steps)"
-        last = f"train loss {self.train_loss[-1]:.4f}, test acc {self.test_acc[-1]:.4f}"
-        stop = ", stopped" if self.stopped else ""
-        return (
-            f"History({len(self.epoch)} epochs, {len(self.step_loss)} steps, {last}, "
-            f"{self.wall_time:.1f} s{stop})"
-        )
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Result of :func:`evaluate`: mean cross-entropy ``loss``, ``accuracy`` in [0, 1], ``n``."""
-
-    loss: float
-    accuracy: float
-    n: int
-
-
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.cpu().contiguous().numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
-
-
-@dataclass
-class TrainState:
-    """Everything besides the model's own weights that training needs to continue.
-
-    Attributes
-    ----------
-    optimizer : torch.optim.Optimizer
-        Built over the model's parameters after the model was moved to its device.
-    optimizer_name : str
-        ``"adam"``, ``"adamw"`` or ``"sgd"`` (used to rebuild it from a checkpoint).
-    lr : float
-        Base learning rate.
-    seed : int
-        Seed of data order and per-epoch random state.
-    epoch : int
-        Completed epochs.
-    batch : int
-        Batches done in the current, incomplete epoch (0 at an epoch boundary).
-    step : int
-        Optimiser steps done in total.
-    history : History
-    partial : dict
-        Running sums of the incomplete epoch: ``loss_sum``, ``correct``, ``count``, ``time``.
-    rng : dict or None
-        Global random state inside the incomplete epoch (base64 of torch's byte states), so a
-        run stopped mid-epoch continues exactly.
-    """
-
-    optimizer: torch.optim.Optimizer
-    optimizer_name: str
-    lr: float
-    seed: int
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    history: History = field(default_factory=History)
-    partial: dict = field(default_factory=lambda: _empty_partial())
-    rng: dict | None = None
-
-    @classmethod
-    def create(
-        cls,
-        model: nn.Module,
-        *,
-        lr: float,
-        seed: int,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-    ) -> TrainState:
-        """A fresh state with a new optimiser over ``model``'s trainable parameters."""
-        opt = make_optimizer(
-            model, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum
-        )
-        return cls(optimizer=opt, optimizer_name=optimizer.lower(), lr=float(lr), seed=int(seed))
-
-    def change_lr(self, lr: float) -> None:
-        """Continue with base learning rate ``lr``; the change is recorded in the history."""
-        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0
-                                        and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        if float(lr) == self.lr:
-            return
-        self.history.events.append({"event": "lr_changed", "epoch": self.epoch,
-                                    "step": self.step, "from": self.lr, "to": float(lr)})
-        self.lr = float(lr)
-
-    def to_meta(self) -> dict[str, Any]:
-        """JSON-ready description of everything but the optimiser's tensors."""
-        return {
-            "optimizer_name": self.optimizer_name,
-            "lr": self.lr,
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "history": self.history.to_dict(),
-            "partial": dict(self.partial),
-            "rng": self.rng,
-        }
-
-
-def _empty_partial() -> dict:
-    return {"loss_sum": 0.0, "correct": 0, "count": 0, "time": 0.0}
 
 
 class TrainingDiverged(FloatingPointError):
@@ -511,6 +325,7 @@ def fit(
     eval_batch_size: int = 1024,
     desc: str | None = None,
     rollback: bool = True,
+    distributed: bool = False,
 ) -> History:
     """Train a classifier with cross-entropy, deterministically and resumably.
 
@@ -561,6 +376,13 @@ def fit(
         memory, refreshed in place). With False a divergence is still detected and raised,
         but the model keeps its non-finite values; the last checkpoint is then the last good
         state.
+    distributed : bool, default False
+        Data-parallel over the running torch.distributed process group (see
+        :mod:`adntn_lab.train.distributed`): every rank calls ``fit`` with the same arguments,
+        takes its share of each global batch of ``batch_size`` examples and DDP averages the
+        gradients, so the steps, the history and the final weights equal a one-process run
+        up to float rounding. Only rank 0 shows the progress bar; callbacks run on every rank
+        and a stop request on any rank stops all of them.
 
     Returns
     -------
@@ -600,6 +422,12 @@ def fit(
     total_steps = epochs * num_batches
 
     model.to(device)
+    par = None
+    if distributed:
+        from .distributed import DataParallel
+
+        par = DataParallel(model, train_ds, batch_size=batch_size, seed=seed, device=device)
+    net = model if par is None else par.net
     if state is None:
         state = TrainState.create(
             model, lr=lr, seed=seed, optimizer=optimizer, weight_decay=weight_decay
@@ -630,7 +458,7 @@ def fit(
 
     bar = None
     remaining = max(total_steps - state.step, 0) if state.epoch < epochs else 0
-    if progress and remaining > 0:
+    if progress and remaining > 0 and (par is None or par.is_main):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=min(state.step, total_steps), desc=desc or "train",
@@ -666,6 +494,8 @@ def fit(
         while state.epoch < epochs and not stopped:
             epoch = state.epoch
             order = epoch_order(n, state.seed, epoch)
+            if par is not None:
+                par.set_epoch(epoch)
             with torch.random.fork_rng(devices=cuda_devices):
                 if state.batch == 0:
                     _rng_seed(derive_seed(state.seed, epoch, 1), device)
@@ -679,6 +509,8 @@ def fit(
                 part = state.partial
                 while state.batch < num_batches:
                     idx = order[state.batch * batch_size : (state.batch + 1) * batch_size]
+                    if par is not None:
+                        idx, n_global = par.batch(state.batch)
                     xb = x_train[idx].to(device, non_blocking=True)
                     yb = y_train[idx].to(device, non_blocking=True)
                     cur_lr = _lr_at(lr_schedule, state.lr, state.step, total_steps)
@@ -687,8 +519,11 @@ def fit(
                     if snapshot is not None:
                         snapshot.take()
                     state.optimizer.zero_grad(set_to_none=True)
-                    logits = model(xb)
-                    loss = nn.functional.cross_entropy(logits, yb)
+                    logits = net(xb)
+                    if par is None:
+                        loss = nn.functional.cross_entropy(logits, yb)
+                    else:
+                        loss = par.loss(logits, yb, n_global)
                     if not torch.isfinite(loss):
                         raise diverged("loss", str(float(loss.detach())), epoch, cur_lr)
                     loss.backward()
@@ -702,6 +537,10 @@ def fit(
                     loss_v = float(loss.detach())
                     correct = int((logits.detach().argmax(dim=1) == yb).sum())
                     bs = len(yb)
+                    if par is not None:  # statistics of the whole global batch
+                        total, correct, bs = par.batch_metrics(
+                            loss_v * n_global / par.world_size, correct, bs)
+                        loss_v = total / bs
                     part["loss_sum"] += loss_v * bs
                     part["correct"] += correct
                     part["count"] += bs
@@ -722,6 +561,8 @@ def fit(
                                  "lr": cur_lr})
                     if stop_event is not None and stop_event.is_set():
                         keep = False
+                    if par is not None:
+                        keep = par.agree(keep)
                     if not keep:
                         stopped = True
                         if state.batch < num_batches:
@@ -760,6 +601,8 @@ def fit(
                          "test_acc": test_acc, "epoch_time": history.epoch_time[-1]})
             if stop_event is not None and stop_event.is_set():
                 keep = False
+            if par is not None:
+                keep = par.agree(keep)
             if not keep:
                 stopped = True
     finally:

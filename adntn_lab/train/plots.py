@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .loop import History
+from .records import History
 
 __all__ = ["plot_curves", "smooth"]
 

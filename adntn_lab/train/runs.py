@@ -34,9 +34,6 @@ a failed write (a full disk) keeps the previous checkpoint and raises :class:`Ru
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import importlib
 import json
 import math
 import os
@@ -44,66 +41,39 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..families import all_families, get_family
 from .checkpoint import (
     atomic_write_text,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
 )
-from .loop import LR_SCHEDULES, OPTIMIZERS, History, TrainingDiverged, evaluate, fit
+from .config import RESUMABLE_CHANGES, RunConfig, check_device
+from .loop import TrainingDiverged, evaluate, fit
+from .records import History
+from .strategies import (
+    base_model,
+    build_run_model,
+    compress_for_run,
+    fit_errors,
+    load_dmrg,
+    param_counts,
+    refresh_summary,
+    summary_rows,
+)
 
 __all__ = [
-    "DEFAULT_COMPRESS",
-    "StrategyUnavailableError",
-    "FAMILY_OPTIONS",
-    "STRATEGIES",
-    "RunConfig",
     "RunInterrupted",
     "RunResult",
     "RunStorageError",
-    "build_run_model",
     "read_run_config",
     "run_training",
 ]
-
-STRATEGIES = ("e2e", "fit-finetune", "dmrg")
-DEFAULT_COMPRESS = {"fc2": ("fc1",), "lenet5": ("fc1", "fc2"), "vgg": ("fc1", "fc2")}
-# options a run may set: every family's own (from the registry) and the tensorisation
-FAMILY_OPTIONS = (*sorted({o.name for f in all_families() for o in f.options} - {"bond_dim"}),
-                  "n_sites", "in_modes", "out_modes")
-DENSE = ("dense", "none")
-# settings that may change between an interrupted run and its continuation
-_RESUMABLE_CHANGES = ("epochs", "device", "lr")
-
-
-def budget_build_options(family: str, budget: int, *, options: Mapping[str, Any] | None = None,
-                         activation: str | None = None, seed: int | None = None
-                         ) -> dict[str, Any]:
-    """Builder keywords of one sweep or run point: ``budget`` sets the family's knob.
-
-    The one translation from a budget value to options, shared by runs, sweeps and the
-    explorer, so that a row's ``bond_dim`` always rebuilds the generator it was trained with.
-    """
-    fam = get_family(family)
-    opts: dict[str, Any] = {} if seed is None else {"seed": seed}
-    if activation is not None:
-        opts["activation"] = activation
-    opts.update(options or {})
-    if fam.knob not in opts:
-        opts.update(fam.budget_options(budget))
-    return opts
-
-
-class StrategyUnavailableError(RuntimeError):
-    """The chosen training strategy is not available in this installation."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -132,184 +102,6 @@ class RunStorageError(OSError):
     """A file of the run folder could not be written; the previous checkpoint is intact."""
 
 
-def _check_device(text: str) -> torch.device:
-    """The device named by ``text``, or a ValueError that says what would work."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
-            f"unknown device {text!r}; use 'cpu', 'cuda' or 'cuda:N' (an NVIDIA GPU), or 'mps' "
-            "(Apple)"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "no CUDA GPU is visible")
-            raise ValueError(f"device {text!r} is not available: {why} (torch "
-                             f"{torch.__version__}); use device 'cpu'")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"device {text!r} does not exist: {count} CUDA device(s), "
-                             f"cuda:0..cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {text!r} is not available on this machine; use 'cpu'")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {text!r} is not supported for training; use 'cpu', 'cuda' "
-                         "or 'mps'")
-    return device
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a training run (stored as ``config.json``).
-
-    Attributes
-    ----------
-    model : {"fc2", "lenet5", "vgg"}
-    dataset : str
-        See :func:`adntn_lab.data.load_dataset`.
-    family : str or None
-        Generator family for the compressed layers; None or ``"dense"`` trains the dense model.
-    compress : list of str or None
-        Layer-name patterns to compress; None means the model's default (``fc1`` for FC-2,
-        ``fc1`` and ``fc2`` for LeNet-5 and the VGG).
-    bond_dim : int
-    activation : str or None
-        Activation between stages; None takes the family's default (ReLU for the nonlinear
-        families; MPO and low-rank have none).
-    options : dict
-        Family options: ``depth``, ``pattern`` (brick-wall), ``rank`` (low-rank; defaults to
-        ``bond_dim``), ``n_cores`` (MPO), ``lateral`` (TTN, MERA).
-    strategy : {"e2e", "fit-finetune", "dmrg"}
-    epochs, lr, batch_size, seed : training settings; ``seed`` seeds the model's initialisation,
-        the generators and the data order.
-    optimizer : {"adam", "adamw", "sgd"}
-    weight_decay : float
-    lr_schedule : {"constant", "cosine"}
-    hidden : int or None
-        FC-2 hidden width (None: 256).
-    dense_epochs, fit_steps : fit-finetune settings.
-    data_seed : int
-        Seed of the train/test split of the bundled datasets (0: the project's fixed split).
-    device : str
-    """
-
-    model: str = "fc2"
-    dataset: str = "mnist-5k"
-    family: str | None = None
-    compress: list[str] | None = None
-    bond_dim: int = 4
-    activation: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "e2e"
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = 0
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    hidden: int | None = None
-    dense_epochs: int = 2
-    fit_steps: int = 500
-    data_seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self):
-        self.model = str(self.model).lower()
-        if self.family is not None:
-            self.family = str(self.family).lower()
-            if self.family in DENSE:
-                self.family = None
-            else:
-                get_family(self.family)  # an unknown name is refused here, with the known ones
-        if self.compress is not None:
-            if isinstance(self.compress, str):
-                self.compress = [self.compress]
-            self.compress = [str(p) for p in self.compress]
-        unknown = set(self.options) - set(FAMILY_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown family options {sorted(unknown)}; known: {', '.join(FAMILY_OPTIONS)}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
-        if self.strategy != "e2e" and self.family is None:
-            raise ValueError(
-                f"strategy {self.strategy!r} compresses layers; give a family (e.g. 'ttn')"
-            )
-        if self.strategy == "dmrg" and self.family != "mpo":
-            raise ValueError("strategy 'dmrg' trains MPO cores by local sweeps; use family 'mpo'")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose {LR_SCHEDULES}")
-        for name in ("epochs", "batch_size", "bond_dim", "dense_epochs", "fit_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if self.epochs < 0 or self.dense_epochs < 0 or self.fit_steps < 0:
-            raise ValueError("epochs, dense_epochs and fit_steps must be >= 0")
-        if self.batch_size <= 0 or self.bond_dim <= 0:
-            raise ValueError(
-                f"batch_size and bond_dim must be positive, got {self.batch_size}, {self.bond_dim}"
-            )
-        for name in ("lr", "weight_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"{name} must be a number, got {v!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        for name in ("seed", "data_seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if not isinstance(self.device, str):
-            raise TypeError(f"device must be a string such as 'cpu', got {self.device!r}")
-
-    @property
-    def compress_patterns(self) -> list[str]:
-        """Layer patterns that are compressed (empty for a dense run)."""
-        if self.family is None:
-            return []
-        if self.compress is not None:
-            return list(self.compress)
-        return list(DEFAULT_COMPRESS.get(self.model, ("fc1",)))
-
-    def build_options(self) -> dict[str, Any]:
-        """Keyword arguments for the generator builder (``bond_dim``, ``activation``, ...).
-
-        ``bond_dim`` is the run's budget value: it sets the family's knob (the bond dimension,
-        the rank of ``lowrank``, the depth of ``brickwall``) unless ``options`` set the knob.
-        """
-        return budget_build_options(self.family, self.bond_dim, options=self.options,
-                                    activation=self.activation, seed=self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        if not isinstance(d, Mapping):
-            raise TypeError(f"run settings must be a mapping, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown run settings {sorted(unknown)}")
-        return cls(**dict(d))
-
-    @property
-    def label(self) -> str:
-        """Short human-readable name, e.g. ``fc2/mnist-5k ttn chi=4 seed=0``."""
-        if self.family is None:
-            kind = "dense"
-        else:
-            kind = f"{self.family} {get_family(self.family).knob_label}={self.bond_dim}"
-        return f"{self.model}/{self.dataset} {kind} seed={self.seed}"
-
-
 @dataclass
 class RunResult:
     """What :func:`run_training` returns."""
@@ -322,96 +114,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- building
-
-
-def _compress(model: nn.Module, config: RunConfig, fit_steps: int) -> nn.Module:
-    from ..nn import compress_model
-
-    return compress_model(
-        model,
-        topology=config.family,
-        include=config.compress_patterns,
-        min_params=0,
-        fit_steps=fit_steps,
-        **config.build_options(),
-    )
-
-
-def _base_model(config: RunConfig, data) -> nn.Module:
-    from ..models import build_model
-
-    kwargs = {}
-    if config.hidden is not None:
-        if config.model != "fc2":
-            raise ValueError("hidden sets the FC-2 hidden width; it applies to model 'fc2' only")
-        kwargs["hidden"] = config.hidden
-    torch.manual_seed(config.seed)
-    return build_model(config.model, data, **kwargs)
-
-
-def build_run_model(config: RunConfig, data) -> nn.Module:
-    """The model a run trains, freshly initialised from ``config.seed`` (compressed if asked).
-
-    For ``fit-finetune`` this is the structure only (generators not yet fitted); it is what a
-    checkpoint of that run is loaded into.
-    """
-    model = _base_model(config, data)
-    if config.family is not None:
-        model = _compress(model, config, fit_steps=0)
-    return model
-
-
-def param_counts(model: nn.Module) -> dict[str, int]:
-    """Total and trainable parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": int(total), "trainable": int(trainable)}
-
-
-def _summary(model: nn.Module) -> list[dict]:
-    rows = getattr(model, "adntn_summary", None) or []
-    out = []
-    for row in rows:
-        out.append({k: (v if isinstance(v, (int, float, str, bool, type(None))) else
-                        list(v) if isinstance(v, (tuple, list)) else str(v))
-                    for k, v in dict(row).items()})
-    return out
-
-
-def _refresh_summary(model: nn.Module, layers: list[dict]) -> None:
-    """Update ``params_after`` / ``ratio`` of compressed layers from their current generators."""
-    modules = dict(model.named_modules())
-    for row in layers:
-        gen = getattr(modules.get(row.get("name")), "generator", None)
-        if gen is not None and row.get("params_before"):
-            row["params_after"] = int(gen.num_params)
-            row["ratio"] = row["params_before"] / max(int(gen.num_params), 1)
-
-
-def _fit_errors(model: nn.Module) -> dict[str, float]:
-    errs = {}
-    for name, mod in model.named_modules():
-        e = getattr(mod, "fit_error", None)
-        if isinstance(e, (int, float)):
-            errs[name] = float(e)
-    return errs
-
-
-def _load_dmrg() -> Callable:
-    try:
-        mod = importlib.import_module("adntn_lab.train.dmrg")
-    except ImportError as exc:
-        raise StrategyUnavailableError(
-            "strategy 'dmrg' needs adntn_lab.train.dmrg, which is not available in this "
-            f"installation ({exc}); use strategy 'e2e' or 'fit-finetune'"
-        ) from exc
-    fn = getattr(mod, "dmrg_sweep", None)
-    if fn is None:
-        raise StrategyUnavailableError(
-            "adntn_lab.train.dmrg has no dmrg_sweep function; use strategy 'e2e' or "
-            "'fit-finetune'"
-        )
-    return fn
 
 
 # ----------------------------------------------------------------------------- run folder
@@ -439,7 +141,7 @@ def _check_resume_config(saved: Mapping[str, Any], config: RunConfig, path: Path
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot resume {path}: its stored settings are invalid ({exc})") from None
     for key, old in saved.items():
-        if key in _RESUMABLE_CHANGES:
+        if key in RESUMABLE_CHANGES:
             continue
         if now.get(key) != old:
             diffs.append(f"{key}: saved {old!r}, now {now.get(key)!r}")
@@ -541,6 +243,7 @@ def run_training(
     log: Callable[[str], None] | None = print,
     checkpoint_every: int | None = None,
     catch_signals: bool = True,
+    distributed: bool = False,
 ) -> RunResult:
     """Train one configuration and write its run folder.
 
@@ -570,6 +273,11 @@ def run_training(
         In the main thread, the first Ctrl-C (SIGINT) or SIGTERM stops training after the
         current step, writes the checkpoint and raises :class:`RunInterrupted`; a second one
         acts at once.
+    distributed : bool, default False
+        Train data-parallel over the running torch.distributed process group (every rank
+        calls ``run_training`` with the same arguments; see
+        :mod:`adntn_lab.train.distributed`). Only rank 0 writes the run folder and logs; a
+        checkpoint written by any number of ranks resumes with any other number.
 
     Returns
     -------
@@ -587,7 +295,16 @@ def run_training(
     """
     from ..data import load_dataset
 
-    say = log or (lambda _msg: None)
+    rank, world_size = 0, 1
+    if distributed:
+        from .distributed import world
+
+        if config.strategy == "dmrg":
+            raise ValueError("strategy 'dmrg' runs local sweeps in one process; train it "
+                             "without --nproc / distributed")
+        rank, world_size = world()
+    main = rank == 0  # rank 0 alone logs and writes the run folder
+    say = (log or (lambda _msg: None)) if main else (lambda _msg: None)
     if checkpoint_every is not None and (
         isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
         or checkpoint_every <= 0
@@ -599,7 +316,7 @@ def run_training(
         raise ValueError(f"the output folder {out} is an existing file; give a folder path "
                          "(new or a run folder)")
     ckpt_path = out / "checkpoint.safetensors" if out is not None else None
-    device = _check_device(config.device)
+    device = check_device(config.device)
 
     source = None
     if resume:
@@ -620,7 +337,7 @@ def run_training(
             f"{out} already holds a run (checkpoint.safetensors); pass resume=True (--resume) "
             "to continue it, or choose another output folder"
         )
-    if out is not None:
+    if out is not None and main:
         stale = remove_stale_temporaries(out)
         if stale:
             say(f"removed {len(stale)} temporary file(s) left in {out} by interrupted saves")
@@ -659,26 +376,27 @@ def run_training(
     else:
         # the structure first, so that a bad setting fails before anything is written
         model = build_run_model(config, data)
-    if out is not None:
+    if out is not None and main:
         _write_run_file(out / "config.json", config.to_dict())
 
     if source is None and config.strategy == "fit-finetune":
-        dense = _base_model(config, data)
+        dense = base_model(config, data)
         if config.dense_epochs > 0:
             say(f"fit-finetune: training the dense {config.model} for {config.dense_epochs} "
                 "epoch(s)")
             dense_hist = fit(dense, data, epochs=config.dense_epochs, lr=config.lr,
                              batch_size=config.batch_size, seed=config.seed,
                              optimizer=config.optimizer, device=device, progress=progress,
-                             weight_decay=config.weight_decay, desc="dense")
+                             weight_decay=config.weight_decay, desc="dense",
+                             distributed=distributed)
             extra_metrics["dense_pretraining"] = dense_hist.to_dict()
         say(f"fit-finetune: fitting {config.family} generators to "
             f"{', '.join(config.compress_patterns)} ({config.fit_steps} steps)")
         dense.cpu()
-        model = _compress(dense, config, fit_steps=config.fit_steps)
-        extra_metrics["fit_errors"] = _fit_errors(model)
+        model = compress_for_run(dense, config, fit_steps=config.fit_steps)
+        extra_metrics["fit_errors"] = fit_errors(model)
 
-    layers = _summary(model)
+    layers = summary_rows(model)
     counts = param_counts(model)
 
     def metrics_now(history: History, complete: bool) -> dict:
@@ -690,6 +408,7 @@ def run_training(
             "compressed_layers": layers,
             "history": history.to_dict(),
             "wall_time": history.wall_time,
+            "world_size": world_size,
             "events": list(history.events),
         }
         if history.epoch:
@@ -704,7 +423,7 @@ def run_training(
         return m
 
     def save(state_, complete: bool) -> None:
-        if out is None:
+        if out is None or not main:  # rank 0 alone writes the run folder
             return
         m = metrics_now(state_.history, complete)
         try:
@@ -723,7 +442,7 @@ def run_training(
 
     t0 = time.perf_counter()
     if config.strategy == "dmrg":
-        dmrg_sweep = _load_dmrg()
+        dmrg_sweep = load_dmrg()
         model.to(device)
         history = dmrg_sweep(
             model,
@@ -742,7 +461,7 @@ def run_training(
         state = None
         # local sweeps adapt the bond dimensions: count the parameters again
         counts.update(param_counts(model))
-        _refresh_summary(model, layers)
+        refresh_summary(model, layers)
         if out is not None:
             try:
                 save_checkpoint(ckpt_path, model, None, config=config.to_dict())
@@ -766,7 +485,7 @@ def run_training(
                     callbacks=[on_event, *(callbacks or [])], progress=progress, state=state,
                     stop_event=_EitherEvent(stop_event, sigint.event),
                     weight_decay=config.weight_decay, lr_schedule=config.lr_schedule,
-                    desc=config.label,
+                    desc=config.label, distributed=distributed,
                 )
             except TrainingDiverged as exc:
                 raise _diverged(exc, config, out, state, save) from None
@@ -786,7 +505,7 @@ def run_training(
     if not history.epoch and data.test is not None:
         ev = evaluate(model, data.test, device=device)
         metrics["final"] = {"test_loss": ev.loss, "test_acc": ev.accuracy}
-    if out is not None:
+    if out is not None and main:
         _write_run_file(out / "metrics.json", metrics)
         try:
             _write_curves(out / "curves.png", history, config)
@@ -844,8 +563,3 @@ def _write_curves(path: Path, history: History, config: RunConfig) -> None:
     os.replace(tmp, path)
 
 
-def copy_config(config: RunConfig, **changes) -> RunConfig:
-    """A copy of ``config`` with some settings replaced (validated again)."""
-    d = copy.deepcopy(config.to_dict())
-    d.update(changes)
-    return RunConfig.from_dict(d)

@@ -33,7 +33,7 @@ def plan_peak(bp) -> int:
     """
     from ..engine.cost import cost_report
 
-    return int(cost_report(_shape_only(bp), dtype="float64").peak_bytes)
+    return int(cost_report(_shape_only(bp).program, dtype="float64").peak_bytes)
 
 
 def _shape_only(bp):

@@ -23,10 +23,10 @@ import traitlets
 
 from ..activations import ACTIVATIONS
 from ..families import FAMILIES, all_families
-from ..generator import Generator, build
+from ..generator import Generator, build, from_graph
 from ..tensorize import tensorize
 from ..topologies import PATTERNS
-from ..topologies.custom import FORMAT, from_graph
+from ..topologies.custom import FORMAT
 from ._common import (
     STATIC,
     ActionWidget,

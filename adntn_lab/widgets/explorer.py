@@ -167,7 +167,7 @@ def normalise_point(row: dict) -> dict:
         layer = ",".join(str(x) for x in layer)
     model = row.get("model") or config.get("model")
     if layer is None and model is not None:
-        from ..train.runs import DEFAULT_COMPRESS
+        from ..train.config import DEFAULT_COMPRESS
 
         layer = ",".join(DEFAULT_COMPRESS.get(model, ())) or None
     point.update(dataset=row.get("dataset") or config.get("dataset"), model=model,
@@ -481,22 +481,35 @@ class CompressionExplorer(ActionWidget):
 
     def _sweep(self, s: dict, stop_event: threading.Event) -> None:
         from ..data import load_dataset
+        from ..train.sweep import run_tasks
 
         try:
             data = load_dataset(s["dataset"])
             jobs = sweep_jobs(s)
+            tasks = {}
             for n, (fam, value, seed) in enumerate(jobs, start=1):
-                if stop_event.is_set():
-                    break
-                self.message = f"[{n}/{len(jobs)}] training {budget_label(fam, value)}" + (
-                    f", seed {seed}" if len(s["seeds"]) > 1 else "") + "…"
+                key = ("dense" if fam is None else f"{fam}-{value}") + f"-seed{seed}"
+                tasks.setdefault(key, {"key": key, "n": n, "family": fam, "value": value,
+                                       "seed": seed})
+            tasks = list(tasks.values())
+
+            def run_one(task):  # in this thread: the points and generators stay in memory
+                fam, value, seed = task["family"], task["value"], task["seed"]
+                self.message = (f"[{task['n']}/{len(jobs)}] training "
+                                f"{budget_label(fam, value)}"
+                                + (f", seed {seed}" if len(s["seeds"]) > 1 else "") + "…")
                 trained = train_point(s, fam, value, seed, data, stop_event)
                 if trained is None:  # stopped mid-run: the point is incomplete
-                    break
+                    return None
                 point, gen = trained
                 if len(s["seeds"]) > 1:
                     point["key"] += f"-seed{seed}"
-                self._add_points([point], [gen], show=True)
+                return {"key": task["key"], "point": point, "generator": gen}
+
+            # the sweep machinery of run_sweep, with the rows kept here instead of a file
+            run_tasks(tasks, run_one, None, stop_event=stop_event, log=None,
+                      on_row=lambda r: self._add_points([r["point"]], [r["generator"]],
+                                                        show=True))
             stopped = stop_event.is_set()
             self.status = "stopped" if stopped else "finished"
             self.message = (f"stopped after {len(self.points)} points" if stopped else
@@ -579,7 +592,7 @@ def _dominates(q: dict, p: dict) -> bool:
 
 def _build_options(point: dict) -> dict:
     """Builder keywords of a row: the same translation of its budget the run used."""
-    from ..train.runs import budget_build_options
+    from ..train.config import budget_build_options
 
     fam = get_family(point["family"])
     opts = dict(point.get("options") or {})

@@ -11,7 +11,6 @@ predicted FLOPs.
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -20,8 +19,7 @@ import numpy as np
 import traitlets
 
 from ..engine.backends import available_backends, to_backend
-from ..engine.cost import cost_report
-from ..engine.program import Program
+from ..engine.walk import Front, pairwise_steps, walk
 from ..generator import Generator
 from ._common import (
     STATIC,
@@ -54,28 +52,16 @@ def merged_cores(generator: Generator) -> list[list[str]]:
     """
     order = {name: k for k, name in enumerate(generator.cores)}
     program = generator.program
-    front: dict[str, set[str]] = {}
     out: list[list[str]] = []
-    for group, tree in zip(program.groups, program.trees()):
-        def cores_of(label, local):
-            if label in generator.cores:
-                return {label}
-            if label in local:
-                return local[label]
-            return front[label]
 
-        local: dict[str, set[str]] = {}
-        labels = {tree.input_to_node(i): name for i, name in enumerate(group.operands)}
-        everything: set[str] = set()
-        for name in group.operands:
-            everything |= cores_of(name, local)
-        if len(group.operands) > 1:
-            for k, (node, left, right) in enumerate(tree.traverse()):
-                merged = cores_of(labels[left], local) | cores_of(labels[right], local)
-                labels[node] = f"#{k}"
-                local[f"#{k}"] = merged
-                out.append(sorted(merged, key=order.__getitem__))
-        front[group.key] = everything
+    def visit(index, group, operands):  # front values: the cores inside each tensor
+        cores = dict(zip(group.operands, operands))
+        for record, *_ in pairwise_steps(group, program.tree(index)):
+            cores[record.label] = cores[record.left] | cores[record.right]
+            out.append(sorted(cores[record.label], key=order.__getitem__))
+        return set().union(*operands)
+
+    walk(program.groups, Front({name: {name} for name in generator.cores}), visit)
     return out
 
 
@@ -125,10 +111,7 @@ def _with_optimizer(generator: Generator, optimize) -> Generator:
     """A shallow copy of ``generator`` whose program plans with another optimiser."""
     if optimize == generator.program.optimize:
         return generator
-    other = copy.copy(generator)
-    other.program = Program(generator.program.plan, generator.tensorization,
-                            generator.program.activations, optimize)
-    return other
+    return generator.with_optimizer(optimize)
 
 
 def _time_call(fn, *, min_repeats: int = 3, budget_s: float = 0.1) -> float:
@@ -219,9 +202,8 @@ def compare_schedules(generator: Generator, *, batch_size: int | None = None,
                 rows.append(_row(opt, name, note="set a memory limit"))
                 continue
             try:
-                report = cost_report(gen, batch_size=batch_size,
-                                     schedule="fused" if name == "fused" else "materialize",
-                                     memory_limit=limit)
+                report = gen.cost(batch_size, "fused" if name == "fused" else "materialize",
+                                  memory_limit=limit)
             except Exception as exc:  # MemoryLimitError, or slicing that found no index
                 note = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 rows.append(_row(opt, name, note=note))

@@ -22,7 +22,8 @@ import traitlets
 from torch import nn
 
 from ..nn.compress import adntn_layers
-from ..train.loop import OPTIMIZERS, TrainState, fit
+from ..train.loop import OPTIMIZERS, fit
+from ..train.records import TrainState
 from ._common import (
     STATIC,
     ActionWidget,

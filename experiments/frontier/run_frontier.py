@@ -41,8 +41,11 @@ The points are trained with the package's own pieces -- ``load_dataset``, ``buil
 ``compress_model`` and the training loop ``adntn_lab.train.loop.fit`` -- seeded exactly as
 ``adntn_lab.train.runs.run_training`` seeds them (``torch.manual_seed(seed)`` before building
 the model, generator ``seed=seed``, data order from ``seed``).  ``run_training`` itself is not
-used because its ``RunConfig`` does not accept ``n_sites``, which the aTTN, MERA and the
-smallest TTN/MPO budgets need.
+used because the frontier needs per-layer alternating site modes (``interleave``), a separate
+learning rate for the cores and a validation split, which ``RunConfig`` does not describe.
+They are run by the package's sweep machinery, :func:`adntn_lab.train.sweep.run_tasks` (what
+``adntn-lab sweep`` runs on): ``--jobs N`` trains N points at a time in a local process pool,
+and only this process appends to ``results.jsonl``.
 """
 
 from __future__ import annotations
@@ -365,16 +368,9 @@ def run_point(task: dict) -> dict:
 
 
 def _read_rows():
-    rows = []
-    if RESULTS.exists():
-        for line in RESULTS.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # an unfinished last line after a crash
-    return rows
+    from adntn_lab.train.sweep import read_results
+
+    return read_results(RESULTS)  # an unfinished last line after a crash is ignored
 
 
 def _chosen_lr(rows):
@@ -442,6 +438,8 @@ def _cost(task):
 
 
 def run_stage(stage, jobs):
+    from adntn_lab.train.sweep import local_executor, run_tasks
+
     rows = _read_rows()
     done = {r["key"] for r in rows}
     todo = [t for t in tasks_for(stage, rows) if t["key"] not in done]
@@ -452,28 +450,17 @@ def run_stage(stage, jobs):
         return
     t0 = time.perf_counter()
 
-    def record(row):
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def record(row):  # called here, after run_tasks appended the row to results.jsonl
         write_csv(_read_rows())
         print(f"[{time.strftime('%H:%M:%S')}] {row['key']}: params {row['compressed_params']} "
               f"acc {100 * row['final_acc']:.2f}% ({row['wall_time_s']:.0f} s)", flush=True)
 
     if jobs <= 1:
-        for t in todo:
-            record(run_point(t))
+        run_tasks(todo, run_point, RESULTS, on_row=record)
     else:
-        # concurrent.futures workers are not daemonic: cotengra's planner may start its own
-        # process pool while a generator is built, which a multiprocessing.Pool worker forbids
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork")) as pool:
-            futures = [pool.submit(run_point, t) for t in todo]
-            for fut in as_completed(futures):
-                record(fut.result())
+        # spawned worker processes with one torch thread each (run_point sets it as well)
+        with local_executor(jobs, threads=1) as pool:
+            run_tasks(todo, run_point, RESULTS, executor=pool, on_row=record)
     print(f"[{time.strftime('%H:%M:%S')}] stage {stage} done in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 
