@@ -20,6 +20,7 @@ from .engine import (
 from .engine.allocator import tune_from_environment
 from .families import FAMILIES, get_family
 from .generator import Generator, Stage, build, default_init_std, from_graph
+from .numerics import ConditioningWarning
 from .resources import ResourceLimitError, set_memory_budget
 from .tensorize import Tensorization, qubit_tensorization, tensorize
 
@@ -31,6 +32,7 @@ __all__ = [
     "ACTIVATIONS",
     "Activation",
     "allocator_status",
+    "ConditioningWarning",
     "CostReport",
     "FAMILIES",
     "Generator",

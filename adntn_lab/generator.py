@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from .activations import Activation, resolve_stage_activations
 from .engine.planning import plan_structure
 from .engine.program import Program
+from .numerics import MAX_CENTERING_GAIN, ConditioningWarning, check_depth, check_precision
 from .tensorize import Tensorization, check_features
 from .topologies import Blueprint, CoreSpec
 from .topologies.custom import generator_to_dict, graph_to_blueprint
@@ -57,7 +59,8 @@ class Generator:
         Contraction-path optimiser for the stage groups.
     calibrate : bool
         Rescale the initial cores so that each group's pre-activation has unit RMS and ``W``
-        has the standard deviation of PyTorch's default init for the dense layer.
+        has the standard deviation of PyTorch's default init for the dense layer (and zero
+        mean when the last stage is linear); see :meth:`calibrate`.
     memory_budget : int or str, optional
         Bytes this generator may take to build (see :mod:`adntn_lab.resources`); checked from
         the structure before any core is allocated.
@@ -79,6 +82,7 @@ class Generator:
         self.activations = resolve_stage_activations(
             activation, self.num_stages, blueprint.activated, self.family
         )
+        check_depth(self, stacklevel=3)
         self.program = Program(plan, self.tensorization, self.activations, optimize)
         self._check_resources(memory_budget)
         self.params: dict[str, np.ndarray] = self._initial_params(seed)
@@ -167,60 +171,135 @@ class Generator:
     def _initial_params(self, seed) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
         params = {}
+        orthogonal_gates = self.family == "brickwall"
         for name, c in self.cores.items():
             if c.constant:
                 params[name] = np.array(self.blueprint.constants[name], dtype=np.float64)
+            elif orthogonal_gates and c.kind == "gate":
+                params[name] = _orthogonal_gate(rng, c.shape)
             else:
                 params[name] = rng.standard_normal(c.shape) / math.sqrt(c.fan_in)
         return params
 
     def calibrate(self, target_std: float | None = None) -> None:
-        """Rescale the cores in place: unit RMS before every activation, and ``W.std()`` equal
-        to ``target_std`` (PyTorch's default-init std for the dense layer by default)."""
+        """Rescale the cores in place: unit RMS before every activation, ``W.std()`` equal to
+        ``target_std`` (PyTorch's default-init std for the dense layer by default), zero-mean
+        ``W`` when the last activation is the identity, and balanced core scales.
+
+        Costs about two forward passes and one partial backward pass of the generator: one
+        pass rescales every group as it runs and, when the last stage is linear, takes the
+        gradient of ``W.mean()`` with respect to one last-stage core (to centre ``W``); one
+        more pass measures ``W.std()``, which a rescaling of the last stage then sets exactly.
+        Runs in torch (float32 for large networks, float64 for small ones), also inside
+        ``torch.no_grad()`` or ``torch.inference_mode()``.
+
+        Centring cannot make ``W`` ill-conditioned: when the mean can only be removed by a
+        cancellation that would magnify rounding errors more than ``MAX_CENTERING_GAIN``
+        (:mod:`adntn_lab.numerics`) times (e.g. a last stage of two numbers behind a ReLU),
+        ``W`` keeps its mean and a :class:`~adntn_lab.ConditioningWarning` says so. A group
+        whose output is zero or not finite is left unscaled.
+        """
+        import torch
+
         target = default_init_std(self.in_features) if target_std is None else target_std
+        # the calibration differentiates W.mean(): keep autograd on whatever the caller set
+        with torch.inference_mode(False), torch.enable_grad():
+            self._calibrate(float(target))
+        self._balance()
+
+    def _calibrate(self, target: float) -> None:
+        import torch
+
         params = self.params
         final_key = self.program.plan.final_key
+        # float32 is plenty for choosing the scales of a large network and halves its memory
+        # traffic; small networks use float64 so that W.std() hits the target to ~1e-12
+        padded = self.tensorization.padded_out * self.tensorization.padded_in
+        dtype = torch.float64 if padded <= _CALIBRATE_FLOAT64_MAX else torch.float32
 
         def trainable(group):
             return [n for n in group.stage_cores if not self.cores[n].constant]
+
+        def arrays(values):
+            return {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in values.items()}
 
         def hook(group, out):
             names = trainable(group)
             if not names or group.key == final_key:
                 return out
             act = self.activations[group.stage]
-            if np.any(out) and not np.any(act(out)):
+            if _is_dead(out, act):
                 # e.g. ReLU of an all-negative group: flip one core so the subtree is alive
                 params[names[0]] = -params[names[0]]
                 out = -out
-            rms = float(np.sqrt(np.mean(np.square(out, dtype=np.float64))))
-            if not np.isfinite(rms) or rms == 0.0:
+            rms = _rms(out)
+            if not math.isfinite(rms) or rms == 0.0:
                 return out
+            # each core belongs to one group, so rescaling the float64 masters after their
+            # group has run leaves the rest of this pass unaffected
             factor = rms ** (-1.0 / len(names))
             for n in names:
                 params[n] = params[n] * factor
             return out / rms
 
-        # float32 is plenty for choosing scales and halves the memory traffic of big networks;
-        # each core belongs to one group, so rescaling the float64 masters after their group
-        # has run leaves the rest of this pass unaffected
-        def single(values):
-            return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
-
-        self.program.run(single(params), hook=hook)
         names = trainable(self.program.groups[-1])
+        center = bool(names) and self.activations[-1].is_identity
+        values = arrays(params)
+        if center:
+            # W is linear in each last-stage core; the last of the largest ones is the cheapest
+            # to differentiate (a gate chain's last block)
+            core = max(reversed(names), key=lambda n: self.cores[n].size)
+            values[core].requires_grad_(True)
+        # mean and std do not depend on the order of W's entries: without padding to crop,
+        # take the physical tensor and skip reordering it into a matrix
+        tz = self.tensorization
+        physical = (tz.padded_out, tz.padded_in) == (tz.out_features, tz.in_features)
+        w = self.program.run(values, hook=hook, physical=physical)
         if not names:
             return
-        if self.activations[-1].is_identity:
-            self._center(names)
-        for _ in range(4):  # one pass is exact when the last activation is homogeneous
-            std = float(np.std(self.program.run(single(params)), dtype=np.float64))
-            if not np.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-6:
+        if center:
+            count = w.numel()
+            rms = _rms(w)
+            total = w.sum(dtype=torch.float64)
+            total.backward()
+            del w
+            g = values.pop(core).grad.double().numpy() / count
+            norm2 = float(np.sum(g * g))
+            mean = float(total.detach()) / count
+            before = params[core]
+            if norm2 > 0.0 and math.isfinite(norm2) and math.isfinite(mean):
+                params[core] = before - (mean / norm2) * g
+            with torch.no_grad():
+                w = self.program.run(arrays(params), physical=physical)
+            # W = W_0 - a W_g: when the two nearly cancel, the centred W is their small
+            # difference and every rounding error of either grows by rms(W_0) / rms(W)
+            gain = rms / max(_rms(w), 1e-300)
+            if not gain <= MAX_CENTERING_GAIN:
+                params[core] = before
+                with torch.no_grad():
+                    w = self.program.run(arrays(params), physical=physical)
+                warnings.warn(
+                    f"W of this {self.family} generator is not centred at initialisation: its "
+                    f"mean ({mean:.3g}) can only be removed through core {core!r} by a "
+                    f"cancellation that would magnify rounding errors {gain:.3g}-fold, so W "
+                    "keeps its mean; give the last stage more parameters (a larger bond) or "
+                    "use an activation with negative values before it (tanh, leaky_relu)",
+                    ConditioningWarning, stacklevel=4)
+        homogeneous = self.activations[-1].is_identity or \
+            self.activations[-1].positively_homogeneous
+        # one rescaling is exact when the last activation is homogeneous; others converge
+        # in a few passes
+        for attempt in range(1 if homogeneous else 4):
+            if attempt:
+                with torch.no_grad():
+                    w = self.program.run(arrays(params), physical=physical)
+            std = _std(w)
+            del w
+            if not math.isfinite(std) or std == 0.0 or abs(std / target - 1.0) < 1e-9:
                 break
             factor = (target / std) ** (1.0 / len(names))
             for n in names:
                 params[n] = params[n] * factor
-        self._balance()
 
     def _balance(self) -> None:
         """Give every trainable core the same RMS without changing ``W``.
@@ -240,32 +319,6 @@ class Generator:
         common = float(np.exp(np.mean([np.log(r) for r in rms.values()])))
         for n in names:
             self.params[n] = self.params[n] * (common / rms[n])
-
-    def _center(self, names: list[str]) -> None:
-        """Make ``W`` zero-mean, like a dense layer's default init.
-
-        With ReLU inside a tree every tensor entering the root is non-negative, so ``W`` would
-        carry a coherent mean: every output unit sees the mean of a non-negative input with the
-        same sign, and most units start dead behind the next ReLU. The mean of ``W`` is a linear
-        function ``<g, c>`` of each last-stage core ``c``; removing ``c``'s component along
-        ``g`` zeroes it.
-        """
-        import torch
-
-        core = max(names, key=lambda n: self.cores[n].size)
-        # layers and generators are also built inside torch.no_grad() / inference_mode()
-        # (e.g. while loading a model); this gradient is internal, so switch both off here
-        with torch.inference_mode(False), torch.enable_grad():
-            arrays = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))
-                      for k, v in self.params.items()}
-            arrays[core].requires_grad_(True)
-            w = self.program.run(arrays)
-            mean = w.mean()
-            mean.backward()
-        g = arrays[core].grad.double().numpy()
-        norm2 = float(np.sum(g * g))
-        if norm2 > 0.0 and np.isfinite(norm2):
-            self.params[core] = self.params[core] - (float(mean.detach()) / norm2) * g
 
     def with_optimizer(self, optimize) -> Generator:
         """The same generator (sharing its values) planned with another path optimiser:
@@ -302,6 +355,8 @@ class Generator:
         if dtype is not None and not np.issubdtype(_numpy_dtype(dtype), np.floating):
             raise TypeError(f"weight(dtype={dtype!r}): W is generated in floating point; use "
                             "a float dtype (float16, float32 or float64), not an integer one")
+        if dtype is not None:
+            check_precision(self, dtype)
         arrays = params if params is not None else to_backend(self.params, backend,
                                                              device=device, dtype=dtype)
         return self.program.run(arrays, memory_limit=memory_limit)
@@ -351,6 +406,58 @@ class Generator:
         from .draw import layout
 
         return layout(self)
+
+
+def _orthogonal_gate(rng, shape) -> np.ndarray:
+    """A Haar-random orthogonal gate of shape (d_a, d_b, d_a, d_b) (inputs, then outputs).
+
+    Gaussian gates make a deep brick-wall chaotic: the products of many random matrices have
+    exponentially spread singular values, so that float32 rounding or a 1e-9 change of the
+    cores changes W completely by depth 50. Orthogonal gates keep every linear layer an exact
+    isometry (as unitary circuits do), leaving only the activations to shape W.
+    """
+    n = math.prod(shape[:2])
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    q = q * np.sign(np.diag(r))  # the sign fix makes q Haar-distributed
+    return q.reshape(shape)
+
+
+# weights with at most this many padded entries are calibrated in float64
+_CALIBRATE_FLOAT64_MAX = 1 << 20
+
+
+# a group output larger than this is first checked for a dead activation on a sample
+_DEAD_SAMPLE = 1 << 16
+
+
+def _is_dead(out, act) -> bool:
+    """Whether ``act`` zeroes a group output that is not zero (e.g. ReLU of an all-negative
+    group). Large outputs are tested on an evenly strided sample first: one live entry
+    settles it without a pass over the whole tensor."""
+    flat = out.detach().reshape(-1)
+    if flat.numel() > _DEAD_SAMPLE and bool(act(flat[:: flat.numel() // _DEAD_SAMPLE]).any()):
+        return False
+    return bool(flat.any()) and not bool(act(flat).any())
+
+
+def _rms(x) -> float:
+    """Root mean square of a torch tensor (in its own precision when that stays finite)."""
+    import torch
+
+    x = x.detach()
+    norm = float(torch.linalg.vector_norm(x))
+    if not math.isfinite(norm) or norm == 0.0:
+        norm = float(torch.linalg.vector_norm(x, dtype=torch.float64))
+    return norm / math.sqrt(x.numel())
+
+
+def _std(x) -> float:
+    """Standard deviation over all entries of a torch tensor."""
+    import torch
+
+    x = x.detach()
+    mean = float(x.sum(dtype=torch.float64)) / x.numel()
+    return math.sqrt(max(_rms(x) ** 2 - mean * mean, 0.0))
 
 
 def _numpy_dtype(dtype) -> np.dtype:

@@ -39,8 +39,10 @@ __all__ = [
 DEFAULT_FRACTION = 0.5
 # bytes per parameter while building: float64 masters plus float32 working copies
 _PARAM_BYTES = 8 + 4
-# float32 W, plus the group output it is reshaped from and one activation copy
-_W_COPIES = 3
+# copies of the largest tensor alive while building: calibration's forward passes and partial
+# backward (benchmarks/bench_paper_layers.py measured 6-9x W of peak resident memory for
+# building the 25088x4096 layers, the dense layer and the interpreter included)
+_W_COPIES = 6
 _FLOAT32 = 4
 
 _lock = threading.Lock()

@@ -60,7 +60,7 @@ def test_partition_covers_every_gate_once_in_order_and_avoids_thin_blocks():
     """The block split is a cost-minimising partition of the gates in application order:
     every gate once, each block within the size cap, and (for the 24-line staircase) no
     block whose trailing dimension is 2, 4 or 8, which the batched product handles badly."""
-    from adntn_lab.engine.gate_chains import _block_cost, _partition
+    from adntn_lab.engine.gate_chains import _block_cost, _partition, _pass_cost
 
     line_dims = (2,) * 24
     applied = [(k + 1, k) for k in range(23)]  # staircase: gate k on lines (k, k + 1)
@@ -80,7 +80,8 @@ def test_partition_covers_every_gate_once_in_order_and_avoids_thin_blocks():
         out = 0.0
         for run in split:
             lo, hi = min(p for _, p in run), max(p + 2 for _, p in run)
-            out += _block_cost(2 ** (hi - lo), total // (2 ** lo * 2 ** (hi - lo)))
+            out += _block_cost(2 ** (hi - lo), total // (2 ** lo * 2 ** (hi - lo)),
+                               _pass_cost())
         return out
 
     assert cost(runs) <= cost(greedy)

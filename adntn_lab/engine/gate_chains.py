@@ -12,6 +12,7 @@ per block and never transposed.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from . import arrays as ar
@@ -20,9 +21,13 @@ __all__ = ["GateChain", "detect_gate_chain"]
 
 # a block acts on at most this many elements along the state (128: 7 qubits)
 MAX_BLOCK_DIM = 128
-# cost of one pass over the state, in units of one more element of block width (measured on
-# one x86 core: applying a (w, w) block to 2**24 elements takes about 5.5 + 0.3 w ms)
+# cost of one pass over the state, in units of one more element of block width, per thread
+# doing the arithmetic (measured on one x86 core: applying a (w, w) block to 2**24 elements
+# takes about 5.5 + 0.3 w ms; with two threads the arithmetic halves and the memory traffic
+# stays, which makes wider blocks pay)
 _PASS_COST = 18
+# the memory traffic of a pass stops shrinking relative to the arithmetic beyond this
+_MAX_PASS_THREADS = 4
 # below this many columns a batch of small matrix products is slower than one einsum
 _MIN_BATCHED_COLUMNS = 64
 
@@ -70,6 +75,10 @@ class GateChain:
             path.append((state, merged))
             state, nxt = nxt, nxt + 1
         return path
+
+    def saved_elements(self) -> int:
+        """Elements autograd keeps for the backward pass: one state per block."""
+        return len(self.blocks) * math.prod(self.line_dims)
 
     def contract(self, ops):
         """Apply the chain to the operands (numpy, torch or CuPy arrays)."""
@@ -204,6 +213,7 @@ def _partition(applied, line_dims, max_block_dim):
     list of list of (operand index, first line)
     """
     total = math.prod(line_dims)
+    pass_cost = _pass_cost()
     n = len(applied)
     best = [0.0] + [math.inf] * n   # best[j]: cheapest split of the first j gates
     cut = [0] * (n + 1)
@@ -216,7 +226,7 @@ def _partition(applied, line_dims, max_block_dim):
             if width > max_block_dim and i < j - 1:
                 break
             right = total // (math.prod(line_dims[:lo]) * width)
-            cost = _block_cost(width, right)
+            cost = _block_cost(width, right, pass_cost)
             if best[i] + cost < best[j]:
                 best[j], cut[j] = best[i] + cost, i
     runs, j = [], n
@@ -226,16 +236,24 @@ def _partition(applied, line_dims, max_block_dim):
     return runs[::-1]
 
 
-def _block_cost(width: int, right: int) -> float:
+def _pass_cost(threads: int | None = None) -> float:
+    """:data:`_PASS_COST` for ``threads`` threads (torch's current number by default)."""
+    if threads is None:
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else 1
+    return _PASS_COST * max(1, min(int(threads), _MAX_PASS_THREADS))
+
+
+def _block_cost(width: int, right: int, pass_cost: float = _PASS_COST) -> float:
     """Relative time of applying a (width, width) block to a state viewed as
     (left, width, right), from measurements on one x86 core (2**24 elements: about
     6 + 0.31 width ms; thin trailing dimensions make the batched product inefficient)."""
-    cost = _PASS_COST + width
+    cost = pass_cost + width
     if right == 1:
         if width <= 8:  # a tall product with a tiny inner dimension
-            cost += 2 * _PASS_COST
+            cost += 2 * pass_cost
     elif right <= 8:
-        cost += 3 * _PASS_COST + width
+        cost += 3 * pass_cost + width
     elif right < _MIN_BATCHED_COLUMNS:
         cost += min(1.5 * width, 80)
     return cost

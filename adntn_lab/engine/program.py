@@ -338,9 +338,16 @@ class Program:
     def _worth_recomputing(self, tree) -> bool:
         """Whether ``recompute="auto"`` recomputes a group run by ``tree`` (a cotengra tree
         or a gate chain) in the backward pass instead of keeping its intermediates."""
-        if isinstance(tree, GateChain):
-            return True  # every block keeps a copy of the state for its backward pass
         key = id(tree)
+        if isinstance(tree, GateChain) and key not in self._worth:
+            # every block keeps a copy of the state for its backward pass: keep them while
+            # all chains' copies fit in a quarter of the free memory (a recomputed chain runs
+            # its blocks twice), else recompute
+            chains = sum(c is not None for c in self._chains)
+            available = available_memory()
+            self._worth[key] = (
+                available is None
+                or chains * tree.saved_elements() * _CHAIN_ITEMSIZE > available / 4)
         if key not in self._worth:
             steps = list(tree.traverse())
             if not steps:
@@ -545,6 +552,8 @@ class _FusedGroup:
         self.steps = plan_steps(self.tree, free=self.tree.output[0])
 
 
+# bytes per element assumed when deciding whether a gate chain's states fit (float32)
+_CHAIN_ITEMSIZE = 4
 # groups whose output has fewer elements than this are never recomputed
 _RECOMPUTE_MIN = 1 << 16
 #: peak resident memory of the ordinary forward+backward pass in multiples of W's bytes, an

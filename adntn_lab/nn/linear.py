@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from ..engine.cost import choose_schedule, estimate_schedules
 from ..generator import Generator, build
+from ..numerics import check_precision
 
 __all__ = ["ADNTNLinear", "GeneratedLayer", "GeneratedWeight", "outside_inference_mode"]
 
@@ -61,6 +62,7 @@ class GeneratedWeight(nn.Module):
         if not dtype.is_floating_point:
             raise TypeError(f"generated weights are floating point; got dtype={dtype}, use "
                             "torch.float32, float64, float16 or bfloat16")
+        check_precision(generator, dtype)
         self._memo = None
         self.cores = nn.ParameterDict({
             name: nn.Parameter(torch.as_tensor(generator.params[name], dtype=dtype,

@@ -5,6 +5,13 @@ applies ``Q - 1`` gates of shape (2, 2, 2, 2) (inputs first, then outputs) to pa
 ``(q, q+1)``: ``pattern="staircase"`` takes ``q = 0..Q-2`` in order, ``"brickwall"`` the even
 pairs and then the odd ones. Layer ``m`` is stage ``m``; the activation follows every layer
 but the last. Parameters: ``16 * M * (Q - 1)``.
+
+The generator initialises every gate as a Haar-random orthogonal 4x4 matrix, so each linear
+layer is an exact isometry (Gaussian gates make deep walls chaotic). Supported depths, with
+float32 W within 3e-6 of float64 at initialisation: up to 100 layers with ReLU or leaky ReLU,
+up to 20 nonlinear layers with tanh, GELU or SiLU, and fewer than 20 with float16/bfloat16
+cores; deeper networks build with an :class:`adntn_lab.ConditioningWarning` (measurements in
+:mod:`adntn_lab.numerics`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ def build_brickwall(tz: Tensorization, *, depth: int = 3, pattern: str = "stairc
     tz : Tensorization
         Every site dimension must be 2.
     depth : int
-        Number of gate layers ``M``.
+        Number of gate layers ``M`` (see the module docstring for the supported range).
     pattern : {"staircase", "brickwall"}
         Order of the pairs inside one layer.
     """
