@@ -62,3 +62,9 @@ def test_cli_flag_opts_in(monkeypatch):
     monkeypatch.setitem(cli._COMMANDS, "train", lambda args: 0)
     assert cli.main(["train", "--tune-allocator"]) == 0
     assert called == [()]
+
+
+def test_a_typo_in_the_environment_warns_instead_of_breaking_the_import(monkeypatch):
+    monkeypatch.setenv("ADNTN_LAB_ALLOCATOR", "tunned")
+    with pytest.warns(UserWarning, match="ignoring ADNTN_LAB_ALLOCATOR='tunned'"):
+        assert allocator.tune_from_environment() is False

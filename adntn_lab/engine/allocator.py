@@ -24,6 +24,7 @@ import functools
 import os
 import sys
 import threading
+import warnings
 
 __all__ = ["tune_allocator", "tune_from_environment", "allocator_status", "release_free_memory",
            "memory_first"]
@@ -133,7 +134,10 @@ def tune_from_environment() -> bool:
     """
     choice = os.environ.get("ADNTN_LAB_ALLOCATOR", "system").strip().lower()
     if choice not in ("tuned", "system", ""):
-        raise ValueError(f"ADNTN_LAB_ALLOCATOR={choice!r}; use 'tuned' or 'system'")
+        # read at import: a typo must not stop the package from loading
+        warnings.warn(f"ignoring ADNTN_LAB_ALLOCATOR={choice!r}; use 'tuned' or 'system'",
+                      stacklevel=2)
+        choice = "system"
     if choice != "tuned":
         if not _status["tuned"]:
             _status.update(reason="system defaults (set ADNTN_LAB_ALLOCATOR=tuned or call "
