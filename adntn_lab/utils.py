@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["available_memory", "format_bytes", "format_count", "json_safe", "positive_int"]
+__all__ = ["available_memory", "format_bytes", "format_count", "json_safe", "positive_int",
+           "write_and_replace"]
 
 
 def positive_int(name: str, value, *, minimum: int = 1, example: int = 4,
@@ -99,3 +100,22 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def write_and_replace(fd: int, tmp: str | os.PathLike, path: str | os.PathLike,
+                      data: bytes) -> None:
+    """Write ``data`` to the open temporary file ``fd`` (named ``tmp``), fsync it and move it
+    over ``path`` with :func:`os.replace`, so readers see the old file or the new one, never
+    a half-written one. The temporary file is removed if anything fails."""
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

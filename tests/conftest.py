@@ -95,3 +95,11 @@ def _fresh_caches():
     if widgets is not None:
         widgets.clear_widget_caches()
     yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits as an adntn_lab Dataset (loaded once; tests only read it)."""
+    from adntn_lab.data import load_dataset
+
+    return load_dataset("digits")

@@ -25,3 +25,12 @@ CUSTOM = {
         {"u": "d", "v": "t", "dim": 3},
     ],
 }
+
+
+def small_run_config(**changes):
+    """A run that trains FC-2 with a TTN hidden layer on the digits in about a second."""
+    from adntn_lab.train.config import RunConfig
+
+    base = dict(model="fc2", dataset="digits", family="ttn", bond_dim=2, hidden=24,
+                batch_size=128, epochs=2, lr=1e-2, seed=0)
+    return RunConfig(**{**base, **changes})

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from designs import small_run_config
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from adntn_lab import cli
-from adntn_lab.data import load_dataset
 from adntn_lab.train import TrainState, fit, load_checkpoint
 from adntn_lab.train import runs as runs_mod
 from adntn_lab.train.loop import TrainingDiverged
@@ -110,15 +110,6 @@ def test_nan_loss_rolls_back_batchnorm_buffers():
                if v.is_floating_point())
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-def _config(**kw):
-    base = dict(model="fc2", dataset="digits", family="ttn", bond_dim=2, hidden=24,
-                batch_size=128, epochs=2, lr=1e-2, seed=0)
-    return runs_mod.RunConfig(**{**base, **kw})
 
 
 def test_a_diverged_run_keeps_its_last_good_checkpoint_and_resumes_with_a_lower_lr(
@@ -142,7 +133,7 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_resumes_with_a_lower_
 
     monkeypatch.setattr(runs_mod, "build_run_model", faulty)
     with pytest.raises(TrainingDiverged) as info:
-        runs_mod.run_training(_config(), out, data=digits, progress=False, log=None)
+        runs_mod.run_training(small_run_config(), out, data=digits, progress=False, log=None)
     msg = str(info.value)
     assert "step 12 (epoch 1, batch 12 of 12)" in msg
     assert f"--out {out} --resume --lr 0.001" in msg
@@ -153,7 +144,7 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_resumes_with_a_lower_
     assert not metrics["complete"] and "final" not in metrics  # no accuracy of a NaN model
     assert metrics["events"][-1]["event"] == "diverged"
 
-    res = runs_mod.run_training(_config(lr=1e-3), out, resume=True, data=digits,
+    res = runs_mod.run_training(small_run_config(lr=1e-3), out, resume=True, data=digits,
                                 progress=False, log=None)
     assert res.metrics["complete"] and res.history.epoch == [1, 2]
     assert len(res.history.step_loss) == 24
@@ -169,15 +160,15 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_resumes_with_a_lower_
 def test_changed_lr_on_resume_is_used_from_the_resumed_step(tmp_path, digits):
     """lr 1e-2 for epoch 1, then 1e-3: equals a run whose lr is changed at that step."""
     out = tmp_path / "run"
-    runs_mod.run_training(_config(epochs=1), out, data=digits, progress=False, log=None)
-    res = runs_mod.run_training(_config(epochs=2, lr=1e-3), out, resume=True, data=digits,
+    runs_mod.run_training(small_run_config(epochs=1), out, data=digits, progress=False, log=None)
+    res = runs_mod.run_training(small_run_config(epochs=2, lr=1e-3), out, resume=True, data=digits,
                                 progress=False, log=None)
 
     def switch(ev):
         if ev["event"] == "epoch" and ev["epoch"] == 1:
             ev["state"].change_lr(1e-3)
 
-    model = runs_mod.build_run_model(_config(), digits)
+    model = runs_mod.build_run_model(small_run_config(), digits)
     ref_state = TrainState.create(model, lr=1e-2, seed=0)
     h = fit(model, digits, epochs=2, batch_size=128, seed=0, state=ref_state,
             progress=False, callbacks=switch)

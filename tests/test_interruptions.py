@@ -12,9 +12,9 @@ import sys
 
 import pytest
 import torch
+from designs import small_run_config
 
 from adntn_lab import cli
-from adntn_lab.data import load_dataset
 from adntn_lab.train import checkpoint as ckpt_mod
 from adntn_lab.train import load_checkpoint
 from adntn_lab.train import runs as runs_mod
@@ -23,15 +23,6 @@ DIGITS = ["--dataset", "digits", "--hidden", "24", "--family", "ttn", "--bond-di
           "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-def _config(**kw):
-    base = dict(model="fc2", dataset="digits", family="ttn", bond_dim=2, hidden=24,
-                batch_size=128, epochs=2, lr=1e-2, seed=0)
-    return runs_mod.RunConfig(**{**base, **kw})
 
 
 def same_checkpoints(a, b):
@@ -106,10 +97,10 @@ def _ctrl_c_at(step, signum=signal.SIGINT):
 
 def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(tmp_path, digits):
     full, part = tmp_path / "full", tmp_path / "part"
-    runs_mod.run_training(_config(), full, data=digits, progress=False, log=None)
+    runs_mod.run_training(small_run_config(), full, data=digits, progress=False, log=None)
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(runs_mod.RunInterrupted) as info:
-        runs_mod.run_training(_config(), part, data=digits, progress=False, log=None,
+        runs_mod.run_training(small_run_config(), part, data=digits, progress=False, log=None,
                               callbacks=[_ctrl_c_at(5)])
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     err = info.value
@@ -117,7 +108,8 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_equals_the_uninterrupted_run(tmp_
     ck = load_checkpoint(err.checkpoint)
     assert ck.meta["train_state"]["step"] == err.step >= 5 and ck.epoch == 0
     assert "--resume" in str(err)
-    runs_mod.run_training(_config(), part, resume=True, data=digits, progress=False, log=None)
+    runs_mod.run_training(small_run_config(), part, resume=True, data=digits, progress=False,
+                          log=None)
     same_checkpoints(full / "checkpoint.safetensors", part / "checkpoint.safetensors")
 
 
@@ -146,7 +138,7 @@ def test_cli_interrupt_exits_128_plus_signal_with_one_line(tmp_path, monkeypatch
 
 def test_checkpoint_every_n_steps_bounds_the_work_a_crash_loses(tmp_path, digits, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
-    runs_mod.run_training(_config(), full, data=digits, progress=False, log=None)
+    runs_mod.run_training(small_run_config(), full, data=digits, progress=False, log=None)
     seen = []
 
     def crash_at_7(ev):
@@ -158,15 +150,16 @@ def test_checkpoint_every_n_steps_bounds_the_work_a_crash_loses(tmp_path, digits
                 raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        runs_mod.run_training(_config(), part, data=digits, progress=False, log=None,
+        runs_mod.run_training(small_run_config(), part, data=digits, progress=False, log=None,
                               checkpoint_every=3, callbacks=[crash_at_7])
     # the run's own callback saves first: steps 3 and 6 were written when reached
     assert seen == [None, None, 3, 3, 3, 6, 6]
     assert load_checkpoint(part / "checkpoint.safetensors").meta["train_state"]["step"] == 6
-    runs_mod.run_training(_config(), part, resume=True, data=digits, progress=False, log=None)
+    runs_mod.run_training(small_run_config(), part, resume=True, data=digits, progress=False,
+                          log=None)
     same_checkpoints(full / "checkpoint.safetensors", part / "checkpoint.safetensors")
     with pytest.raises(ValueError, match="checkpoint_every"):
-        runs_mod.run_training(_config(), tmp_path / "x", data=digits, checkpoint_every=0)
+        runs_mod.run_training(small_run_config(), tmp_path / "x", data=digits, checkpoint_every=0)
     with pytest.raises(SystemExit) as info:  # argparse's usage error
         cli.main(["train", *DIGITS, "--out", str(tmp_path / "y"), "--checkpoint-every", "0"])
     assert info.value.code == 2
@@ -174,13 +167,13 @@ def test_checkpoint_every_n_steps_bounds_the_work_a_crash_loses(tmp_path, digits
 
 def test_resume_removes_temporaries_of_killed_saves(tmp_path, digits):
     out = tmp_path / "run"
-    runs_mod.run_training(_config(epochs=1), out, data=digits, progress=False, log=None)
+    runs_mod.run_training(small_run_config(epochs=1), out, data=digits, progress=False, log=None)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     stale = out / f"{ckpt_mod._temp_prefix('checkpoint.safetensors', proc.pid)}abcdefgh.tmp"
     stale.write_bytes(b"\0" * 4096)
     lines = []
-    runs_mod.run_training(_config(epochs=2), out, resume=True, data=digits, progress=False,
+    runs_mod.run_training(small_run_config(epochs=2), out, resume=True, data=digits, progress=False,
                           log=lines.append)
     assert not stale.exists()
     assert any("removed 1 temporary file" in line for line in lines)

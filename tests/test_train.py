@@ -10,15 +10,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from adntn_lab.data import load_dataset
 from adntn_lab.models import FC2
 from adntn_lab.train import History, TrainState, evaluate, fit
 from adntn_lab.train.loop import epoch_order
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def small_data(n=200, d=12, classes=3, seed=0):

@@ -24,7 +24,6 @@ import pytest
 import torch
 
 import adntn_lab as al
-from adntn_lab.data import load_dataset
 from adntn_lab.models import build_model
 from adntn_lab.nn import compress_model
 from adntn_lab.train import fit
@@ -567,11 +566,6 @@ def rows_note(ins, opt, schedule):
 
 
 # ---------------------------------------------------------------------------- trainer
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def _model(data, seed=0):

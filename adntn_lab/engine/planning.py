@@ -12,7 +12,6 @@ processes sharing the directory (sweep workers, data-parallel ranks) never read 
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import tempfile
 import threading
@@ -23,6 +22,7 @@ import cotengra as ctg
 from cotengra.utils import DiskDict
 
 from ..topologies._blueprint import CoreSpec
+from ..utils import write_and_replace
 
 __all__ = [
     "GroupPlan",
@@ -79,18 +79,7 @@ class AtomicDiskDict(DiskDict):
         fname = self._path.joinpath(*parts)
         fname.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{fname.name}.", suffix=".tmp", dir=fname.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(v, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, fname)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_and_replace(fd, tmp, fname, pickle.dumps(v))
 
 
 class _DiskReusableOptimizer(ctg.ReusableHyperOptimizer):

@@ -123,6 +123,8 @@ class Family:
         Alternative keywords (``lowrank`` reads ``bond_dim`` as its ``rank``).
     site_option : str, optional
         A family option that is another name for ``n_sites`` (``n_cores`` for ``mpo``).
+    legs : str
+        What its physical legs are, for messages (``"qubit legs"`` for the brick-wall).
     order : int
         Position in :data:`adntn_lab.FAMILIES`.
     """
@@ -140,6 +142,7 @@ class Family:
     designer_fields: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
     site_option: str | None = None
+    legs: str = "legs"
     order: int = 100
 
     # ------------------------------------------------------------------ options
@@ -197,9 +200,8 @@ class Family:
             n_sites = k
         if not self.takes_modes and (out_modes is not None or in_modes is not None
                                      or n_sites is not None):
-            legs = "qubit legs" if self.name == "brickwall" else "legs"
-            raise ValueError(f"{self.name} chooses its own {legs}; leave out_modes, in_modes "
-                             "and n_sites unset")
+            raise ValueError(f"{self.name} chooses its own {self.legs}; leave out_modes, "
+                             "in_modes and n_sites unset")
         if n_sites is not None:
             n_sites = strict_int("n_sites", n_sites)
         return self.tensorizer(out_features, in_features, n_sites=n_sites,

@@ -26,6 +26,7 @@ FAMILY = Family(
     nonlinear=True,
     tensorizer=_tensorize,
     takes_modes=False,
+    legs="qubit legs",
     param_formula=_params,
     designer_fields=("depth", "pattern", "activation"),
     order=3,

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import write_and_replace
 from .loop import OPTIMIZERS, make_optimizer
 from .records import History, TrainState
 
@@ -176,17 +177,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
                                    dir=path.parent)
         _in_flight.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        write_and_replace(fd, tmp, path, data)
     finally:
         with _in_flight_lock:
             _in_flight.discard(tmp)
