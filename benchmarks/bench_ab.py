@@ -61,15 +61,22 @@ for name, fam, n, b, kw in [("ttn-1024-b256", "ttn", 1024, 256, dict(bond_dim=8)
     def step():
         opt.zero_grad(); layer(x).square().mean().backward(); opt.step()
     out["training step " + name] = best(step)
+out["package"] = al.__file__
 print(json.dumps(out))
 '''
 
 
 def _time(tree: Path, tune: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    # run in the tree: ``python -c`` puts the working directory first on sys.path, which
+    # would otherwise import this checkout's package for both sides
     out = subprocess.run([sys.executable, "-c", CHILD.format(tune=tune)], env=env, check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         capture_output=True, text=True, cwd=tree)
+    times = json.loads(out.stdout.strip().splitlines()[-1])
+    package = Path(times.pop("package")).resolve()
+    if not package.is_relative_to(tree.resolve()):
+        raise RuntimeError(f"the timing child imported {package}, not the package in {tree}")
+    return times
 
 
 def main(argv=None):

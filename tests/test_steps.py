@@ -81,3 +81,55 @@ def test_generator_trees_run_through_the_planned_steps_unchanged():
         tz = gen.tensorization
         expect = tz.to_matrix(gen.tn.contract(output_inds=tz.physical_inds).data)
         np.testing.assert_allclose(gen.weight(), expect, rtol=1e-9, atol=1e-12)
+
+
+def test_broadcast_products_equal_einsum(monkeypatch):
+    """With the size floor lifted and only broadcast policies allowed, products that repeat
+    one operand over the other's leading indices are chosen in many random networks; each
+    such plan contracts exactly as einsum does, gradients included."""
+    torch = pytest.importorskip("torch")
+    from adntn_lab.engine import matmul_steps
+
+    monkeypatch.setattr(matmul_steps, "_BROADCAST_MIN", 0)
+    monkeypatch.setattr(matmul_steps, "_POLICIES", ((True, False), (True, True)))
+    checked = 0
+    for seed in range(40):
+        inputs, output, sizes, arrays = _random_network(np.random.default_rng(seed), 4, 8)
+        tree = ctg.array_contract_tree(inputs, output, sizes, optimize="greedy")
+        if tree.N < 2:
+            continue
+        plan = matmul_steps._plan(tree)  # uncached: the settings above apply
+        if not any(st.broadcast for st in plan.steps):
+            continue
+        checked += 1
+        np.testing.assert_allclose(matmul_steps.run_steps(plan, arrays), tree.contract(arrays),
+                                   rtol=1e-10, atol=1e-10)
+        xs = [torch.tensor(a, requires_grad=True) for a in arrays]
+        assert torch.autograd.gradcheck(lambda *x, p=plan: matmul_steps.run_steps(p, list(x)),
+                                        tuple(xs))
+    assert checked >= 8
+
+
+def test_fused_tree_root_moves_no_batch_sized_array():
+    """The fused schedule of a 4096-wide TTN: the input batch meets one half of the tree in a
+    plain product and the other half in a broadcast one, so that no array of batch size is
+    transposed (only cores are), and the result equals the materialised weight's."""
+    torch = pytest.importorskip("torch")
+    from adntn_lab.nn import ADNTNLinear
+
+    torch.manual_seed(0)
+    layer = ADNTNLinear(4096, 4096, topology="ttn", bond_dim=4, schedule="fused")
+    batch = 64
+    plan = layer.generator.program.fused_group(batch).steps
+    x_slot = plan.n_inputs - 1
+    batch_sized = {x_slot} | {st.node for st in plan.steps if -1 in (st.dims or ())}
+    for st in plan.steps:
+        assert st.out_perm is None or st.node not in batch_sized
+        for slot, (perm, _, _) in ((st.left, st.a), (st.right, st.b)):
+            assert perm is None or slot not in batch_sized
+    assert any(st.broadcast for st in plan.steps)
+    x = torch.randn(batch, 4096)
+    with torch.no_grad():
+        fused = layer(x)
+        layer.schedule = "materialize"
+        torch.testing.assert_close(layer(x), fused, rtol=1e-4, atol=1e-5)

@@ -57,6 +57,7 @@ def _torch_table() -> dict:
                                device=like.device)
 
         _TORCH = {
+            "broadcast_to": torch.broadcast_to,
             "einsum": torch.einsum,
             "eye": eye,
             "matmul": torch.matmul,
