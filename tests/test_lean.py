@@ -28,8 +28,29 @@ def _weight_and_grads(gen, mode, dtype=torch.float64):
     return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
 
 
+@pytest.fixture(params=["kept", "swept"])
+def chain_mode(request, monkeypatch):
+    """Run gate chains' lean backward both ways: with every block's input kept (what fits),
+    and by the one-state reverse sweep (what runs when memory is short)."""
+    from adntn_lab.engine import lean_backward
+
+    calls = {"kept": 0, "swept": 0}
+    # the choice is made once per backward pass, from the memory available then
+    for mode in calls:
+        real = getattr(lean_backward, f"_chain_backward_{mode}")
+
+        def counted(*args, _real=real, _mode=mode):
+            calls[_mode] += 1
+            return _real(*args)
+        monkeypatch.setattr(lean_backward, f"_chain_backward_{mode}", counted)
+    if request.param == "swept":
+        monkeypatch.setattr(lean_backward, "available_memory", lambda: 1 << 10)
+    return request.param, calls
+
+
 @pytest.mark.parametrize("family,i,o,kw", CASES, ids=[c[0] + str(c[1]) for c in CASES])
-def test_lean_weight_and_gradients_equal_the_ordinary_pass(family, i, o, kw):
+def test_lean_weight_and_gradients_equal_the_ordinary_pass(family, i, o, kw, chain_mode):
+    mode, calls = chain_mode
     gen = al.build(family, i, o, **kw)
     w_lean, g_lean = _weight_and_grads(gen, "lean")
     w_auto, g_auto = _weight_and_grads(gen, "auto")
@@ -39,6 +60,11 @@ def test_lean_weight_and_gradients_equal_the_ordinary_pass(family, i, o, kw):
         torch.testing.assert_close(g_lean[name], g_auto[name], rtol=1e-9, atol=1e-12)
     # the forward pass must not have touched the cores (chains and activations run in place)
     np.testing.assert_allclose(gen.weight(), w_auto.numpy(), rtol=1e-10, atol=1e-12)
+    from adntn_lab.engine.lean_backward import _chain
+
+    if any(_chain(gen.program, k) is not None for k in range(len(gen.program.groups))):
+        other = "swept" if mode == "kept" else "kept"
+        assert calls[mode] > 0 and calls[other] == 0
 
 
 def test_lean_gradients_pass_gradcheck():

@@ -11,6 +11,7 @@ per block and never transposed.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ _PASS_COST = 18
 _MAX_PASS_THREADS = 4
 # below this many columns a batch of small matrix products is slower than one einsum
 _MIN_BATCHED_COLUMNS = 64
+# a block matrix's gradient with at most this many (width * trailing) columns is one product
+_WIDE_GRAM_MAX = 256
+# elements of the per-batch results a block matrix's gradient may sum
+_GRAM_BATCH_MAX = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,11 @@ class GateChain:
             left = math.prod(self.line_dims[: block.lo])
             matrix = _block_matrix(block, ops)
             right = total // (left * width)
-            state = _apply_block(matrix, state, left, width, right)
+            if _differentiating(matrix, state):
+                state = _block_product(state.device.type).apply(matrix, state, left, width,
+                                                                right)
+            else:
+                state = _apply_block(matrix, state, left, width, right)
         state = ar.do("reshape", state, self.line_dims)
         if self.out_perm != tuple(range(len(self.out_perm))):
             state = ar.do("transpose", state, self.out_perm)
@@ -112,6 +121,90 @@ def _apply_block(matrix, state, left: int, width: int, right: int):
     if ar.is_torch(view):
         return matrix.expand(left, width, width).bmm(view)
     return ar.do("matmul", matrix, view)
+
+
+def _gram_method(left: int, width: int, right: int) -> str:
+    """How :func:`_block_gram` computes for a (left, width, right) view: ``"rows"`` or
+    ``"columns"`` (one product, a side being 1), ``"batch"`` (a summed batch of products,
+    when the trailing axis is at least the block's width and the batch of results at most
+    ``_GRAM_BATCH_MAX`` elements), ``"folded"`` (one product with the trailing axis folded
+    into the block's columns, when they are few) or ``"moved"`` (the trailing axis moved
+    first)."""
+    if left == 1:
+        return "rows"
+    if right == 1:
+        return "columns"
+    if right >= width and left * width * width <= _GRAM_BATCH_MAX:
+        return "batch"
+    if width * right <= _WIDE_GRAM_MAX:
+        return "folded"
+    return "moved"
+
+
+def _block_gram(grad, state, left: int, width: int, right: int):
+    """``sum_{x,r} grad[x, a, r] state[x, b, r]``, the gradient of a block's matrix, by the
+    fastest product for the shape (:func:`_gram_method`)."""
+    method = _gram_method(left, width, right)
+    if method == "rows":
+        return ar.do("matmul", ar.do("reshape", grad, (width, right)),
+                     ar.do("transpose", ar.do("reshape", state, (width, right)), (1, 0)))
+    if method == "columns":
+        return ar.do("matmul", ar.do("transpose", ar.do("reshape", grad, (left, width)), (1, 0)),
+                     ar.do("reshape", state, (left, width)))
+    g3 = ar.do("reshape", grad, (left, width, right))
+    s3 = ar.do("reshape", state, (left, width, right))
+    if method == "batch":
+        return ar.do("matmul", g3, ar.do("swapaxes", s3, 1, 2)).sum(0)
+    if method == "folded":  # (width*right)^2 products, then the r-diagonal
+        cols = width * right
+        full = ar.do("matmul", ar.do("transpose", ar.do("reshape", g3, (left, cols)), (1, 0)),
+                     ar.do("reshape", s3, (left, cols)))
+        return ar.do("einsum", "arbr->ab", ar.do("reshape", full, (width, right, width, right)))
+    g2 = ar.do("reshape", ar.do("swapaxes", g3, 1, 2), (left * right, width))
+    s2 = ar.do("reshape", ar.do("swapaxes", s3, 1, 2), (left * right, width))
+    return ar.do("matmul", ar.do("transpose", g2, (1, 0)), s2)
+
+
+def _differentiating(matrix, state) -> bool:
+    """Whether torch autograd records this block product in eager mode (a compiled graph
+    differentiates the plain product itself)."""
+    if not ar.is_torch(state) or ar.compiling():
+        return False
+    import torch  # an array that is a torch tensor means torch is imported
+
+    return torch.is_grad_enabled() and (state.requires_grad or matrix.requires_grad)
+
+
+@functools.cache
+def _block_product(device_type: str):
+    """A torch autograd function applying a block whose backward is one product for the
+    state's gradient and one for the matrix's (:func:`_block_gram`): autograd's own backward of
+    the batched product repeats the matrix per batch and of the einsum path transposes the
+    state, several times slower. One class per device type, for autocast's decorators."""
+    import torch
+
+    class BlockProduct(torch.autograd.Function):
+        @staticmethod
+        @torch.amp.custom_fwd(device_type=device_type)
+        def forward(ctx, matrix, state, left, width, right):
+            ctx.save_for_backward(matrix, state)
+            ctx.dims = (left, width, right)
+            return _apply_block(matrix, state, left, width, right)
+
+        @staticmethod
+        @torch.amp.custom_bwd(device_type=device_type)
+        def backward(ctx, grad):
+            matrix, state = ctx.saved_tensors
+            left, width, right = ctx.dims
+            grad_matrix = grad_state = None
+            if ctx.needs_input_grad[0]:
+                grad_matrix = _block_gram(grad, state, left, width, right)
+            if ctx.needs_input_grad[1]:
+                grad_state = _apply_block(matrix.transpose(0, 1), grad.contiguous(), left,
+                                          width, right).reshape(state.shape)
+            return grad_matrix, grad_state, None, None, None
+
+    return BlockProduct
 
 
 def _block_matrix(block: _Block, ops):

@@ -5,30 +5,39 @@ and a checkpointed gate chain keeps every block's input while it is differentiat
 forward pass keeps nothing but the cores. The backward pass walks the groups in reverse and,
 for each one,
 
-- for a gate chain: sweeps the blocks from last to first; before block ``b`` it rebuilds the
-  chain's input from the cores into one buffer (earlier stages run with their own chains in
-  place) and applies blocks ``0..b-1`` to it in place, takes the block matrix's gradient as
-  one reduction, and applies the block's transpose to the gradient in place. This costs
-  ``O(n^2)`` block applications (and ``n`` rebuilds) for ``n`` blocks instead of ``n`` stored
-  states;
+- for a gate chain, one of two ways, chosen once per pass from the memory available then:
+
+  - *kept* (when every block input of the largest chain fits in half of it): rebuild the
+    chain's input once, keep each block's input on the way forward, then walk back through
+    them, taking each block matrix's gradient as one product and applying the block's
+    transpose to the gradient, with the backward products written into the buffers the walk
+    frees. ``n`` block applications for ``n`` blocks, ``n + 3`` states alive;
+  - *swept*: from last block to first, rebuild the chain's input from the cores into one
+    buffer (earlier stages run with their own chains in place) and apply blocks ``0..b-1``
+    to it in place, chunk by chunk, before block ``b``. ``O(n^2)`` block applications (and
+    ``n`` rebuilds), one state alive;
 - for any other group: differentiates a recomputed contraction with autograd.
 
 Activations are differentiated chunk by chunk in place, and ``W``'s reordering drops each
-intermediate as soon as the next exists. Large blocks are mapped fresh and free heap pages are
-handed back between phases (:mod:`adntn_lab.engine.allocator`), so the resident set follows what is
-alive: for a 24-qubit brick-wall layer, 3.2x the bytes of ``W`` at the peak (``W``, its
-gradient and the working state) against 12-30x for the ordinary pass, at about 2.5x its time.
+intermediate as soon as the next exists. In the swept way large blocks are mapped fresh and
+free heap pages are handed back between phases (:mod:`adntn_lab.engine.allocator`), so the
+resident set follows what is alive: for a 24-qubit brick-wall layer, 3.2x the bytes of ``W``
+at the peak (``W``, its gradient and the working state) against 12-30x for the ordinary
+pass. The kept way lets the heap reuse its pages instead, since every freshly mapped state
+page-faults all of its memory in again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
 from ..tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
+from ..utils import available_memory
 from .allocator import memory_first, release_free_memory
-from .gate_chains import GateChain, _apply_block, _block_matrix
+from .gate_chains import GateChain, _apply_block, _block_gram, _block_matrix
 from .matmul_steps import contract_tree
 from .walk import Front, walk
 
@@ -52,44 +61,54 @@ def lean_weight(program, arrays: dict):
     torch.Tensor, shape (out_features, in_features)
     """
     names = list(arrays)
-    with memory_first():
-        return _Lean.apply(program, names, *(arrays[n] for n in names))
+    first = next(iter(arrays.values()))
+    keep = _keeps_block_inputs(program, first.element_size())
+    # keeping block inputs is the fast way: let the (tuned) heap reuse its pages then, since
+    # a fresh mapping page-faults every state in again; otherwise least memory first
+    with contextlib.nullcontext() if keep else memory_first():
+        return _Lean.apply(program, names, keep, *(arrays[n] for n in names))
 
 
 class _Lean(torch.autograd.Function):
     # the backward recomputes the forward: under autocast it must run in the same precision
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, program, names, *tensors):
-        ctx.program, ctx.names = program, names
+    def forward(ctx, program, names, keep, *tensors):
+        ctx.program, ctx.names, ctx.keep = program, names, keep
         ctx.save_for_backward(*tensors)
-        release_free_memory()
+        release = (lambda: None) if keep else release_free_memory
+        release()
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
             front = _run_groups(program, arrays, len(program.groups))
             w = _to_matrix(program, front.pop(program.final_key))
         del front
-        release_free_memory()
+        release()
         return w
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_w):
-        with memory_first():
-            return _Lean._backward(ctx, grad_w)
+        keep = ctx.keep  # chosen with the forward pass (see lean_weight)
+        with contextlib.nullcontext() if keep else memory_first():
+            return _Lean._backward(ctx, grad_w, keep)
 
     @staticmethod
-    def _backward(ctx, grad_w):
+    def _backward(ctx, grad_w, keep: bool):
+        release = (lambda: None) if keep else release_free_memory
+        # states a kept chain backward has finished with, for the next chain to write into
+        # (a fresh state page-faults all of its memory in)
+        spare_states: list = []
         program, names = ctx.program, ctx.names
         tensors = ctx.saved_tensors
         arrays = {n: t.detach() for n, t in zip(names, tensors)}
-        wanted = {n for n, t, need in zip(names, tensors, ctx.needs_input_grad[2:]) if need}
+        wanted = {n for n, t, need in zip(names, tensors, ctx.needs_input_grad[3:]) if need}
         grads: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             pending = {program.final_key: _from_matrix(program, grad_w)}
         del grad_w
-        release_free_memory()
+        release()
         for index in range(len(program.groups) - 1, -1, -1):
             group = program.groups[index]
             g = pending.pop(group.key, None)
@@ -105,9 +124,10 @@ class _Lean(torch.autograd.Function):
                     front = _run_groups(program, arrays, index)
                 return front.gather(group)
 
-            results = _group_backward(program, index, operands, g, needs)
+            results = _group_backward(program, index, operands, g, needs,
+                                      spare_states if keep else None)
             del g
-            release_free_memory()
+            release()
             for name, grad in zip(group.operands, results):
                 if grad is None:
                     continue
@@ -115,7 +135,7 @@ class _Lean(torch.autograd.Function):
                     grads[name] = grads[name] + grad if name in grads else grad
                 else:
                     pending[name] = grad
-        return (None, None, *(grads.get(n) for n in names))
+        return (None, None, None, *(grads.get(n) for n in names))
 
 
 # ---------------------------------------------------------------------- forward pieces
@@ -242,7 +262,7 @@ def _block_grad(g_flat, s_flat, left, width, right):
 
 
 # ---------------------------------------------------------------------- group backward
-def _group_backward(program, index, operands, g, needs):
+def _group_backward(program, index, operands, g, needs, spare_states=None):
     """Gradients of group ``index``'s operands given ``g``, the gradient of its activated
     output (consumed in place); ``operands()`` recomputes the operands. Entries are None where
     not needed."""
@@ -253,7 +273,10 @@ def _group_backward(program, index, operands, g, needs):
     if chain is not None:
         # a state made by an earlier group is recomputed fresh for every use; a core is not
         owned = group.operands[chain.state] in {grp.key for grp in program.groups}
-        return _chain_backward(chain, operands, owned, act, g.reshape(-1), needs)
+        if spare_states is not None:
+            return _chain_backward_kept(chain, operands, owned, act, g.reshape(-1), needs,
+                                        spare_states)
+        return _chain_backward_swept(chain, operands, owned, act, g.reshape(-1), needs)
     ops = operands()
     if not act.is_identity:
         with torch.no_grad():
@@ -293,7 +316,93 @@ def _activation_backward_(act, pre, g):
         g_flat[start:start + _CHUNK].copy_(gp)
 
 
-def _chain_backward(chain: GateChain, operands, owned, act, g_flat, needs):
+def _keeps_block_inputs(program, itemsize: int) -> bool:
+    """Whether the backward pass keeps every block input of a gate chain (one rebuild, ``n``
+    block applications per chain) rather than sweeping with one state (``n`` rebuilds,
+    ``O(n^2)`` applications): when the largest chain's inputs, besides the gradient, its next
+    value and the work, fit in half the memory available now."""
+    chains = [c for c in (_chain(program, i) for i in range(len(program.groups)))
+              if c is not None]
+    if not chains:
+        return False
+    need = max((len(c.blocks) + 3) * math.prod(c.line_dims) for c in chains) * itemsize
+    available = available_memory()
+    return available is not None and need <= available / 2
+
+
+def _chain_backward_kept(chain: GateChain, operands, owned, act, g_flat, needs,
+                         spare_states: list):
+    """Rebuild the chain's input once, keep each block's input on the way forward, and walk
+    back through them, each block's products over whole states (no chunks). Every fresh
+    state costs its page faults, so the backward products write into the buffers the sweep
+    frees (the pre-activation output's, then each block input's once it is used), and the
+    states it ends with go to ``spare_states`` for the next chain; it takes its own from
+    there first."""
+    ops = operands()
+    gates = {index for block in chain.blocks for index, _ in block.gates}
+    leaves = [op.detach().requires_grad_(needs[i]) if i in gates else None
+              for i, op in enumerate(ops)]
+    grads = [None] * len(ops)
+    dims = [_block_dims(chain, block) for block in chain.blocks]
+    with torch.no_grad():
+        matrices = [_block_matrix(block, ops) for block in chain.blocks]
+        state = _chain_input(chain, ops, owned)
+        del ops
+        inputs = []
+        for matrix, d in zip(matrices, dims):
+            inputs.append(state)
+            state = _apply_block_into(matrix, state, *d, out=_spare_like(state, spare_states))
+        _activation_backward_(act, state, g_flat)  # state: the pre-activation output
+        spare, state = state, None
+    for b in range(len(chain.blocks) - 1, -1, -1):
+        with torch.no_grad():
+            grad_m = _block_gram(g_flat, inputs[b], *dims[b])
+            _apply_block_into(matrices[b].transpose(0, 1), g_flat, *dims[b], out=spare)
+            spare_states.append(g_flat)  # the old gradient's buffer, for the next chain
+            g_flat, spare = spare, inputs[b]
+            inputs[b] = None
+        _block_gate_grads(chain.blocks[b], leaves, grads, grad_m)
+    spare_states.append(spare)
+    if needs[chain.state]:
+        grads[chain.state] = g_flat.view(chain.line_dims)
+    return grads
+
+
+def _spare_like(state, spare_states: list):
+    """A flat buffer like ``state``: one from ``spare_states`` if any fits, else a new one."""
+    for k, buf in enumerate(spare_states):
+        if (buf.numel() == state.numel() and buf.dtype == state.dtype
+                and buf.device == state.device):
+            return spare_states.pop(k)
+    return torch.empty_like(state)
+
+
+def _apply_block_into(matrix, flat, left, width, right, *, out):
+    """:func:`_apply_block` written into the flat buffer ``out`` (no new state); returns
+    ``out``."""
+    if right == 1:
+        torch.matmul(flat.view(left, width), matrix.transpose(0, 1), out=out.view(left, width))
+    elif left == 1:
+        torch.matmul(matrix, flat.view(width, right), out=out.view(width, right))
+    else:
+        torch.bmm(matrix.expand(left, width, width), flat.view(left, width, right),
+                  out=out.view(left, width, right))
+    return out
+
+
+def _block_gate_grads(block, leaves, grads, grad_m) -> None:
+    """Add the gradients of ``block``'s gates, given that of its matrix, into ``grads``."""
+    members = [leaves[i] for i, _ in block.gates if leaves[i].requires_grad]
+    if not members:
+        return
+    with torch.enable_grad():
+        m = _block_matrix(block, leaves)
+    for leaf, grad in zip(members, torch.autograd.grad(m, members, grad_m)):
+        i = next(k for k, lf in enumerate(leaves) if lf is leaf)
+        grads[i] = grad if grads[i] is None else grads[i] + grad
+
+
+def _chain_backward_swept(chain: GateChain, operands, owned, act, g_flat, needs):
     """Reverse sweep over the blocks holding one state at a time (module docstring).
 
     Before each block the chain's input is recomputed from the cores (``operands()``) into a
@@ -325,13 +434,7 @@ def _chain_backward(chain: GateChain, operands, owned, act, g_flat, needs):
             del work
             release_free_memory()  # the tuned heap would otherwise keep the buffer's pages
             _apply_block_(matrices[b].transpose(0, 1).contiguous(), g_flat, *dims)
-        members = [leaves[i] for i, _ in block.gates if leaves[i].requires_grad]
-        if members:
-            with torch.enable_grad():
-                m = _block_matrix(block, leaves)
-            for leaf, grad in zip(members, torch.autograd.grad(m, members, grad_m)):
-                i = next(k for k, lf in enumerate(leaves) if lf is leaf)
-                grads[i] = grad if grads[i] is None else grads[i] + grad
+        _block_gate_grads(block, leaves, grads, grad_m)
     if needs[chain.state]:
         grads[chain.state] = g_flat.view(chain.line_dims)
     return grads
