@@ -82,12 +82,21 @@ def test_lean_gradients_pass_gradcheck():
     assert torch.autograd.gradcheck(weight, cores, fast_mode=True)
 
 
-def test_lean_forward_saves_only_the_cores():
-    """What the forward pass leaves for the backward is the cores themselves; the ordinary
-    pass keeps stage states of W's size."""
+@pytest.mark.parametrize("short_of_memory", [True, False], ids=["swept", "kept"])
+def test_lean_forward_saves_only_the_cores(short_of_memory, monkeypatch):
+    """What the forward pass leaves for the backward is the cores themselves, and, when the
+    kept way is chosen, one input state per gate chain; the ordinary pass keeps every
+    stage's and block's states."""
+    from adntn_lab.engine import lean_backward
+
+    if short_of_memory:
+        monkeypatch.setattr(lean_backward, "available_memory", lambda: 1 << 10)
     gen = al.build("brickwall", 1024, 1024, depth=3)
     w_elems = 1024 * 1024
     core_elems = sum(c.size for c in gen.params.values())
+    n_chains = sum(lean_backward._chain(gen.program, k) is not None
+                   for k in range(len(gen.program.groups)))
+    assert n_chains == 2
 
     def saved_elements(mode):
         seen = []
@@ -99,11 +108,15 @@ def test_lean_forward_saves_only_the_cores():
         arrays = {k: torch.tensor(v, requires_grad=not gen.cores[k].constant)
                   for k, v in gen.params.items()}
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            gen.program.run(arrays, recompute=mode)
-        return sum(seen)
+            w = gen.program.run(arrays, recompute=mode)
+        kept = getattr(w.grad_fn, "chain_inputs", None) or {}
+        return sum(seen) + sum(t.numel() for t in kept.values())
 
-    assert saved_elements("lean") <= core_elems
-    assert saved_elements("auto") >= w_elems
+    lean = saved_elements("lean")
+    assert lean <= core_elems + (0 if short_of_memory else n_chains * w_elems)
+    if not short_of_memory:
+        assert lean >= n_chains * w_elems
+    assert saved_elements("auto") >= 2 * n_chains * w_elems
 
 
 def test_lean_is_ignored_without_gradients():

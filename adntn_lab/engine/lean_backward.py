@@ -2,16 +2,16 @@
 
 The ordinary backward pass keeps each stage's activated state for the next stage's backward,
 and a checkpointed gate chain keeps every block's input while it is differentiated. Here the
-forward pass keeps nothing but the cores. The backward pass walks the groups in reverse and,
-for each one,
+forward pass keeps nothing but the cores (and, the kept way below, each gate chain's input
+state). The backward pass walks the groups in reverse and, for each one,
 
 - for a gate chain, one of two ways, chosen once per pass from the memory available then:
 
-  - *kept* (when every block input of the largest chain fits in half of it): rebuild the
-    chain's input once, keep each block's input on the way forward, then walk back through
-    them, taking each block matrix's gradient as one product and applying the block's
-    transpose to the gradient, with the backward products written into the buffers the walk
-    frees. ``n`` block applications for ``n`` blocks, ``n + 3`` states alive;
+  - *kept* (when every block input of the largest chain fits in half of it): take the
+    chain's input as the forward pass kept it, keep each block's input on the way forward,
+    then walk back through them, taking each block matrix's gradient as one product and
+    applying the block's transpose to the gradient, the backward products written into the
+    buffers the walk frees. ``n`` block applications for ``n`` blocks, ``n + 3`` states alive;
   - *swept*: from last block to first, rebuild the chain's input from the cores into one
     buffer (earlier stages run with their own chains in place) and apply blocks ``0..b-1``
     to it in place, chunk by chunk, before block ``b``. ``O(n^2)`` block applications (and
@@ -78,9 +78,11 @@ class _Lean(torch.autograd.Function):
         ctx.save_for_backward(*tensors)
         release = (lambda: None) if keep else release_free_memory
         release()
+        # kept: each chain's input state, so that the backward pass need not rebuild it
+        ctx.chain_inputs = {} if keep else None
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
-            front = _run_groups(program, arrays, len(program.groups))
+            front = _run_groups(program, arrays, len(program.groups), ctx.chain_inputs)
             w = _to_matrix(program, front.pop(program.final_key))
         del front
         release()
@@ -119,7 +121,11 @@ class _Lean(torch.autograd.Function):
                 continue
 
             def operands(index=index, group=group):
-                """The group's operands, recomputed from the cores (fresh each call)."""
+                """The group's operands: a chain's input kept by the forward pass (once), or
+                recomputed from the cores (fresh each call)."""
+                kept = ctx.chain_inputs.pop(index, None) if ctx.chain_inputs else None
+                if kept is not None:
+                    return [arrays[n] if n in arrays else kept for n in group.operands]
                 with torch.no_grad():
                     front = _run_groups(program, arrays, index)
                 return front.gather(group)
@@ -135,21 +141,37 @@ class _Lean(torch.autograd.Function):
                     grads[name] = grads[name] + grad if name in grads else grad
                 else:
                     pending[name] = grad
+        ctx.chain_inputs = None
         return (None, None, None, *(grads.get(n) for n in names))
 
 
 # ---------------------------------------------------------------------- forward pieces
-def _run_groups(program, arrays, stop: int) -> Front:
+def _run_groups(program, arrays, stop: int, chain_inputs: dict | None = None) -> Front:
     """The front after groups ``0..stop-1`` (no autograd): their activated outputs not yet
-    consumed; gate chains run in place on a buffer they own."""
+    consumed; gate chains run in place on a buffer they own. With ``chain_inputs``, a copy
+    of the input state of each chain whose other operands are all cores goes there, by
+    group index."""
     front = Front(arrays)
 
     def visit(index, group, ops):
+        if chain_inputs is not None and _input_worth_keeping(program, index, arrays):
+            chain_inputs[index] = ops[_chain(program, index).state].clone()
         out = _contract(program, index, ops, front.owned(group))
         del ops[:]  # the group's inputs may go as soon as its output exists
         return _activate_(program.activations[group.stage], out)
 
     return walk(program.groups, front, visit, stop=stop)
+
+
+def _input_worth_keeping(program, index, arrays) -> bool:
+    """Whether group ``index`` is a chain whose state comes from an earlier group and whose
+    other operands are all cores (so that a copy of the state is all a rebuild needs)."""
+    chain = _chain(program, index)
+    if chain is None:
+        return False
+    names = program.groups[index].operands
+    return (names[chain.state] not in arrays
+            and all(n in arrays for k, n in enumerate(names) if k != chain.state))
 
 
 def _contract(program, index, ops, owned):
@@ -320,12 +342,14 @@ def _keeps_block_inputs(program, itemsize: int) -> bool:
     """Whether the backward pass keeps every block input of a gate chain (one rebuild, ``n``
     block applications per chain) rather than sweeping with one state (``n`` rebuilds,
     ``O(n^2)`` applications): when the largest chain's inputs, besides the gradient, its next
-    value and the work, fit in half the memory available now."""
+    value and the work, and each chain's input state fit in half the memory available now."""
     chains = [c for c in (_chain(program, i) for i in range(len(program.groups)))
               if c is not None]
     if not chains:
         return False
-    need = max((len(c.blocks) + 3) * math.prod(c.line_dims) for c in chains) * itemsize
+    # and one kept input state per chain, from the forward pass to the backward
+    need = (max(len(c.blocks) + 3 for c in chains) * max(math.prod(c.line_dims) for c in chains)
+            + sum(math.prod(c.line_dims) for c in chains)) * itemsize
     available = available_memory()
     return available is not None and need <= available / 2
 
