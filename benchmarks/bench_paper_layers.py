@@ -1,7 +1,8 @@
 """Paper-size layers: VGG-16 fc6/fc7 and AlexNet fc6 (10^7-10^8 weights) on a laptop CPU.
 
-1. builds: every family at default options for each layer (build time with calibration,
-   parameters, compression, peak resident memory of the building process beside
+1. builds: every family at default options for each layer (build time with calibration and
+   its ratio to one forward+backward pass of the same generator, parameters, compression,
+   peak resident memory of the building process beside
    :func:`adntn_lab.resources.estimate`'s prediction from the shapes);
 2. a training step (forward, backward, SGD) of a VGG-16-style classifier
    (fc6 25088->4096, ReLU, fc7 4096->4096, ReLU, fc8 4096->1000, batch 64) with fc6 and fc7
@@ -49,6 +50,8 @@ def _peak_rss_bytes() -> int:
 
 
 def _child_build(family: str, in_features: int, out_features: int) -> dict:
+    import torch
+
     import adntn_lab as al
     from adntn_lab.resources import estimate
 
@@ -56,20 +59,35 @@ def _child_build(family: str, in_features: int, out_features: int) -> dict:
     start = time.perf_counter()
     gen = al.build(family, in_features, out_features)
     seconds = time.perf_counter() - start
+    peak = _peak_rss_bytes()
+    arrays = {k: torch.tensor(v, dtype=torch.float32, requires_grad=not gen.cores[k].constant)
+              for k, v in gen.params.items()}
+    passes = []
+    for _ in range(2):  # the second is timed: the first may still fill caches
+        t0 = time.perf_counter()
+        gen.program.run(arrays).square().sum().backward()
+        passes.append(time.perf_counter() - t0)
     return {"build_s": seconds, "params": gen.num_params,
-            "compression": gen.compression_ratio, "peak_rss_bytes": _peak_rss_bytes(),
-            "estimated_peak_bytes": predicted.peak_bytes}
+            "compression": gen.compression_ratio, "peak_rss_bytes": peak,
+            "estimated_peak_bytes": predicted.peak_bytes, "forward_backward_s": passes[-1],
+            "build_over_forward_backward": seconds / passes[-1]}
 
 
 def _backward_mode(layer, batch: int) -> dict:
     """Schedule and backward pass of one generated layer for this batch size."""
+    from adntn_lab.engine.lean_backward import _keeps_block_inputs
+
     program = layer.generator.program
     schedule = layer.schedule_for(batch)
-    mode = {"schedule": schedule, "recompute": str(program.recompute)}
+    recompute = layer.generated.recompute
+    mode = {"schedule": schedule, "recompute": str(recompute)}
     if schedule == "materialize":
         # the engine's own rule, applied after a training step has set the placement
-        lean = getattr(program, "_lean_wanted", None)
-        mode["lean"] = bool(lean(layer.generated.arrays())) if lean is not None else None
+        arrays = layer.generated.arrays()
+        mode["lean"] = bool(program._lean_wanted(arrays, recompute, "cpu"))
+        if mode["lean"]:
+            itemsize = next(iter(arrays.values())).element_size()
+            mode["lean_chains"] = "kept" if _keeps_block_inputs(program, itemsize) else "swept"
     return mode
 
 
@@ -181,14 +199,18 @@ def _merged(name: str, result: dict) -> dict:
 def _markdown(result) -> str:
     lines = []
     if "builds" in result:
-        lines += ["| layer | family | params | compression | build s | peak RSS GiB |",
-                  "|---|---|---:|---:|---:|---:|"]
+        lines += ["| layer | family | params | compression | build s | fwd+bwd s | build / "
+                  "fwd+bwd | peak RSS GiB (build) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in result["builds"]:
             if "error" in r:
-                lines.append(f"| {r['layer']} | {r['family']} | {r['error']} | | | |")
+                lines.append(f"| {r['layer']} | {r['family']} | {r['error']} | | | | | |")
                 continue
+            ratio = r.get("build_over_forward_backward")
             lines.append(f"| {r['layer']} | {r['family']} | {r['params']:,} | "
                          f"{r['compression']:,.0f}x | {r['build_s']:.2f} | "
+                         f"{r.get('forward_backward_s', float('nan')):.2f} | "
+                         f"{'' if ratio is None else f'{ratio:.1f}'} | "
                          f"{r['peak_rss_bytes'] / 2**30:.2f} |")
         lines.append("")
     if "classifier" in result:
@@ -198,7 +220,8 @@ def _markdown(result) -> str:
             if "error" in r:
                 lines.append(f"| {r['case']} | {r['error']} | | | | |")
                 continue
-            back = "; ".join(f"{k}: {v['schedule']}" + (", lean" if v.get("lean") else "")
+            back = "; ".join(f"{k}: {v['schedule']}"
+                             + (f", lean ({v.get('lean_chains')})" if v.get("lean") else "")
                              for k, v in r.get("backward", {}).items()) or "dense"
             lines.append(f"| {r['case']} | {r['build_s']:.2f} | {r['step_s']:.3f} | "
                          f"{r.get('step_ratio_to_dense', 1.0):.2f} | "
