@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from dataclasses import dataclass
 
 from . import arrays as ar
@@ -22,13 +21,12 @@ __all__ = ["GateChain", "detect_gate_chain"]
 
 # a block acts on at most this many elements along the state (128: 7 qubits)
 MAX_BLOCK_DIM = 128
-# cost of one pass over the state, in units of one more element of block width, per thread
-# doing the arithmetic (measured on one x86 core: applying a (w, w) block to 2**24 elements
-# takes about 5.5 + 0.3 w ms; with two threads the arithmetic halves and the memory traffic
-# stays, which makes wider blocks pay)
-_PASS_COST = 18
-# the memory traffic of a pass stops shrinking relative to the arithmetic beyond this
-_MAX_PASS_THREADS = 4
+# cost of one pass over the state, in units of one more element of block width: a block
+# costs one pass forward and about two backward (its matrix's gradient reads two states),
+# while its arithmetic grows with its width. Chosen by timing forward+backward of a 24-qubit
+# brick-wall of depth 3 over a range of values (benchmarks/bench_block_partition.py): the
+# same split was fastest at one and at two threads, so the cost does not scale with threads
+_PASS_COST = 144
 # below this many columns a batch of small matrix products is slower than one einsum
 _MIN_BATCHED_COLUMNS = 64
 # a block matrix's gradient with at most this many (width * trailing) columns is one product
@@ -329,12 +327,9 @@ def _partition(applied, line_dims, max_block_dim):
     return runs[::-1]
 
 
-def _pass_cost(threads: int | None = None) -> float:
-    """:data:`_PASS_COST` for ``threads`` threads (torch's current number by default)."""
-    if threads is None:
-        torch = sys.modules.get("torch")
-        threads = torch.get_num_threads() if torch is not None else 1
-    return _PASS_COST * max(1, min(int(threads), _MAX_PASS_THREADS))
+def _pass_cost() -> float:
+    """:data:`_PASS_COST`, read at call time (the benchmark varies it)."""
+    return _PASS_COST
 
 
 def _block_cost(width: int, right: int, pass_cost: float = _PASS_COST) -> float:
