@@ -442,6 +442,28 @@ def stage_wide_rowinit(args) -> None:
                  args.seeds, lambda: (lambda ev: None), note)
 
 
+def stage_rowinit_more(args) -> None:
+    """The other nonlinear cells again with the row-mean centring: LeNet-5 (whose fc1 and fc2
+    also take ReLU outputs), FC-2, and aTTN / MERA chi=2 on the wide MLP."""
+    from adntn_lab.numerics import MAX_ROW_MEAN_RATIO
+
+    note = {"init": f"calibrated, row means centred (ratio <= {MAX_ROW_MEAN_RATIO:g})",
+            "package": package_hash()}
+    none = lambda: (lambda ev: None)  # noqa: E731
+    plan = [
+        ("lenet5-conv-rowinit", _base(LENET_RECIPE, compress=LENET_CONV_LAYERS),
+         [("ttn", 1), ("ttn", 2), ("ttn", 4), ("ttn", 6), ("brickwall", 2), ("brickwall", 3)]),
+        ("lenet5-conv-n16-rowinit", _base(LENET_RECIPE, compress=LENET_CONV_LAYERS,
+                                          options={"n_sites": 16}),
+         [(f, k) for f in ("attn", "mera") for k in (1, 2, 3)]),
+        ("fc2-rowinit", _base(FC2_RECIPE), [("ttn", 4)]),
+        ("fc2-n16-rowinit", _base(FC2_RECIPE, options={"n_sites": 16}), [("ttn", 3)]),
+        ("wide-n16-rowinit", wide_base(options={"n_sites": 16}), [("attn", 2), ("mera", 2)]),
+    ]
+    for group, base, points in plan:
+        train_points(group, base, points, args.seeds, none, note)
+
+
 # remedies tried against the collapse (diagnose_collapse.py): name, RunConfig changes, hook
 COLLAPSE_VARIANTS = [
     ("recipe", {}, None),
@@ -666,6 +688,48 @@ COMPARISONS = [
      ("wide", "mpo", 4)),
     ("wide ~2,000: MERA chi=3 (16 sites) vs MPO chi=4", ("wide-n16", "mera", 3),
      ("wide", "mpo", 4)),
+    # row-mean centring at calibration (problem 1's fix) against the old init and against MPO
+    # (chi=1 and 2 are in wide-rowinit too, but the fix leaves their W as it was: a root of 1
+    # or 4 numbers cannot remove the row means without cancelling W, and the guard keeps it)
+    *[(f"wide TTN chi={k}: row-centred vs old init", ("wide-rowinit", "ttn", k),
+       ("wide", "ttn", k)) for k in (4, 8, 12)],
+    *[(f"wide ~{b}: row-centred TTN chi={k} vs MPO chi={m}", ("wide-rowinit", "ttn", k),
+       ("wide", "mpo", m)) for b, k, m in (("1,300", 4, 3), ("5,000", 8, 6),
+                                          ("15,000", 12, 12))],
+    ("wide TTN chi=4: row-centred relu vs identity", ("wide-rowinit", "ttn", 4),
+     ("wide-identity", "ttn", 4)),
+    ("wide TTN chi=8: row-centred relu vs identity", ("wide-rowinit", "ttn", 8),
+     ("wide-identity", "ttn", 8)),
+    *[(f"wide {f} chi=2 (16 sites): row-centred vs old init", ("wide-n16-rowinit", f, 2),
+       ("wide-n16", f, 2)) for f in ("attn", "mera")],
+    *[(f"wide ~1,300: row-centred {f} chi=2 (16 sites) vs MPO chi=3", ("wide-n16-rowinit", f, 2),
+       ("wide", "mpo", 3)) for f in ("attn", "mera")],
+    *[(f"lenet5-conv {f} {k}: row-centred vs old init", (g + "-rowinit", f, k), (g, f, k))
+      for g, f, k in (("lenet5-conv", "ttn", 1), ("lenet5-conv", "ttn", 2),
+                      ("lenet5-conv", "ttn", 4), ("lenet5-conv", "ttn", 6),
+                      ("lenet5-conv", "brickwall", 2), ("lenet5-conv", "brickwall", 3),
+                      ("lenet5-conv-n16", "attn", 1), ("lenet5-conv-n16", "attn", 2),
+                      ("lenet5-conv-n16", "attn", 3), ("lenet5-conv-n16", "mera", 1),
+                      ("lenet5-conv-n16", "mera", 2), ("lenet5-conv-n16", "mera", 3))],
+    *[(f"lenet5-conv ~{b}: row-centred {f} {k} vs MPO chi={m}", (g, f, k),
+       ("lenet5-conv", "mpo", m))
+      for b, g, f, k, m in (("180", "lenet5-conv-rowinit", "ttn", 1, 1),
+                            ("400", "lenet5-conv-rowinit", "ttn", 2, 2),
+                            ("900", "lenet5-conv-rowinit", "ttn", 4, 3),
+                            ("2,000", "lenet5-conv-rowinit", "ttn", 6, 4),
+                            ("1,300", "lenet5-conv-rowinit", "brickwall", 2, 4),
+                            ("1,900", "lenet5-conv-rowinit", "brickwall", 3, 4),
+                            ("500", "lenet5-conv-n16-rowinit", "attn", 1, 2),
+                            ("900", "lenet5-conv-n16-rowinit", "attn", 2, 3),
+                            ("1,900", "lenet5-conv-n16-rowinit", "attn", 3, 4),
+                            ("500", "lenet5-conv-n16-rowinit", "mera", 1, 2),
+                            ("900", "lenet5-conv-n16-rowinit", "mera", 2, 3),
+                            ("2,000", "lenet5-conv-n16-rowinit", "mera", 3, 4))],
+    ("fc2 TTN chi=4: row-centred vs old init", ("fc2-rowinit", "ttn", 4), ("fc2", "ttn", 4)),
+    ("fc2 TTN 16 sites chi=3: row-centred vs old init", ("fc2-n16-rowinit", "ttn", 3),
+     ("fc2-n16", "ttn", 3)),
+    ("fc2 ~500: row-centred TTN chi=4 vs MPO chi=3", ("fc2-rowinit", "ttn", 4),
+     ("fc2", "mpo", 3)),
 ]
 
 
@@ -813,6 +877,14 @@ def plot(cells) -> None:
             ax.errorbar([c["params"] for c in fc], [100 * c["mean"] for c in fc],
                         yerr=[100 * c["se"] for c in fc], color=col, marker="o", capsize=3,
                         ls="--" if fam in ("mpo", "lowrank") else "-", label=fam)
+        fixed = [g + "-rowinit" for g in groups]
+        for fam, col in colours.items():  # the same generators with row-centred W at init
+            fc = sorted((c for c in cells if c["group"] in fixed and c["family"] == fam),
+                        key=lambda c: c["params"])
+            if fc:
+                ax.errorbar([c["params"] for c in fc], [100 * c["mean"] for c in fc],
+                            yerr=[100 * c["se"] for c in fc], color=col, marker="^",
+                            capsize=3, ls="-.", label=f"{fam}, row-centred init")
         for fam, col in colours.items():  # the same generators without activations
             fc = sorted((c for c in cells if c["group"] == linear and c["family"] == fam
                          and not (fam == "brickwall" and c["knob"] == 1)),
@@ -834,6 +906,7 @@ def plot(cells) -> None:
 
 STAGES = {"lenet5-conv": stage_lenet5_conv, "fc2-ablate2": stage_fc2_ablate2,
           "wide-ablate2": stage_wide_ablate2, "wide-rowinit": stage_wide_rowinit,
+          "rowinit-more": stage_rowinit_more,
           "tune": stage_tune, "wide": stage_wide,
           "wide-big": stage_wide_big,
           "fc2-ablate": stage_fc2_ablate, "fc2-more": stage_fc2_more, "long": stage_long,
