@@ -26,6 +26,9 @@ import warnings
 __all__ = [
     "ConditioningWarning",
     "MAX_CENTERING_GAIN",
+    "MAX_ROW_MEAN_RATIO",
+    "ROW_CENTERING_STEPS",
+    "ROW_CENTERING_TRIGGER",
     "MAX_HALF_PRECISION_DEPTH",
     "MAX_HOMOGENEOUS_DEPTH",
     "MAX_SATURATING_DEPTH",
@@ -42,6 +45,14 @@ MAX_SATURATING_DEPTH = 20
 MAX_HALF_PRECISION_DEPTH = 20
 #: calibration leaves W uncentred rather than amplify rounding errors more than this
 MAX_CENTERING_GAIN = 100.0
+#: calibration shrinks the spread of W's row means until rms(row means) * sqrt(in_features) /
+#: std(W) is at most this: i.i.d. entries (a dense init) give about 1, a ReLU TTN 3-13 without it
+MAX_ROW_MEAN_RATIO = 1.0
+#: ... but only starts when that ratio is above this, well beyond the chance spread of the
+#: linear families around 1 (MPO and low-rank W's are never touched in practice)
+ROW_CENTERING_TRIGGER = 2.0
+#: at most this many line-search steps on one last-stage core to get there
+ROW_CENTERING_STEPS = 12
 
 _HALF = {"float16", "bfloat16", "half"}
 
