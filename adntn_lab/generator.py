@@ -276,13 +276,29 @@ class Generator:
         w = self.program.run(values, hook=hook, physical=physical)
         if not names:
             return
-        if center and self._center_rows(params, core, arrays):
-            # the rows' spread is settled; W's mean is then centred exactly as below, from a
-            # fresh pass with the new core
-            del w
-            values = arrays(params)
-            values[core].requires_grad_(True)
-            w = self.program.run(values, physical=physical)
+        if center:
+            # row centring removes part of W's variance, so its target (a multiple of
+            # std(W) / sqrt(in)) is checked again against the std of the new W; the first
+            # round starts only above ROW_CENTERING_TRIGGER
+            before, rms_before, std = params[core], _rms(w), _std(w)
+            changed = False
+            for first in (True, False, False):
+                moved, m_rms = self._center_rows(params, core, arrays, std, first)
+                if not moved:
+                    break
+                changed = True
+                del w
+                values = arrays(params)
+                values[core].requires_grad_(True)
+                w = self.program.run(values, physical=physical)
+                std = _std(w)
+                if m_rms * math.sqrt(self.in_features) <= MAX_ROW_MEAN_RATIO * std:
+                    break
+            if changed and not _rms(w) * MAX_CENTERING_GAIN >= rms_before:
+                params[core] = before  # the centring cancelled W: keep the calibrated core
+                values = arrays(params)
+                values[core].requires_grad_(True)
+                w = self.program.run(values, physical=physical)
         if center:
             count = w.numel()
             rms = _rms(w)
@@ -327,39 +343,50 @@ class Generator:
             for n in names:
                 params[n] = params[n] * factor
 
-    def _center_rows(self, params, core: str, arrays) -> bool:
+    def _center_rows(self, params, core: str, arrays, std: float,
+                     first: bool) -> tuple[bool, float]:
         """Shrink ``rms(row means of W)`` to at most ``MAX_ROW_MEAN_RATIO`` times the i.i.d.
-        level ``std(W) / sqrt(in_features)`` when it is above ``ROW_CENTERING_TRIGGER`` times
-        that level: conjugate-gradient least squares (CGLS) on
-        ``|row means|^2`` over ``core``, a last-stage core in which ``W`` is linear, from its
-        current value, for at most ``ROW_CENTERING_STEPS`` steps. A result that would cancel
-        ``W`` itself (its RMS falling more than ``MAX_CENTERING_GAIN``-fold) is not kept.
-        Returns whether ``core`` changed."""
+        level ``std / sqrt(in_features)`` (``std``: that of ``W``) when it is above that
+        (``first``: above ``ROW_CENTERING_TRIGGER`` times the level): conjugate-gradient
+        least squares (CGLS)
+        on ``|row means|^2`` over ``core``, a last-stage core in which ``W`` is linear, from
+        its current value, for at most ``ROW_CENTERING_STEPS`` steps. The row means are
+        ``W @ 1 / in_features``: the fused schedule applied to one input row, which never
+        forms ``W`` (except behind a gate chain, whose fused contraction would cost more).
+        The caller checks that the result does not cancel ``W``. Returns whether ``core``
+        changed and the last rms of the row means."""
         import torch
 
-        if self.out_features < 2 or self.in_features < 2:
-            return False
-        scale = math.sqrt(self.in_features)
+        if self.out_features < 2 or self.in_features < 2 or not (
+                math.isfinite(std) and std > 0.0):
+            return False, math.nan
+        program = self.program
+        fused = program.chains[-1] is None
+
+        def row_means(values):
+            if not fused:
+                return program.run(values).mean(dim=1, dtype=torch.float64)
+            x = next(iter(values.values()))
+            ones = torch.full((1, self.in_features), 1.0 / self.in_features, dtype=x.dtype)
+            return program.fused(values, ones)[0].to(torch.float64)
+
+        level = std / math.sqrt(self.in_features)
         start = params[core]
-        x, p, gamma, rms0 = start, None, None, None
+        x, p, gamma, m_rms = start, None, None, math.nan
         for step in range(ROW_CENTERING_STEPS + 1):
             values = arrays({**params, core: x})
             values[core].requires_grad_(True)
-            w = self.program.run(values)  # (out, in)
-            m = w.mean(dim=1, dtype=torch.float64)
-            std, rms = _std(w), _rms(w)
-            rms0 = rms if rms0 is None else rms0
+            m = row_means(values)
             m_rms = float(torch.linalg.vector_norm(m.detach())) / math.sqrt(m.numel())
-            if not (math.isfinite(std) and std > 0.0 and math.isfinite(m_rms)) or \
-                    not rms * MAX_CENTERING_GAIN >= rms0:
+            if not math.isfinite(m_rms):
                 x = start  # numerically unsafe: keep the calibrated core
                 break
-            limit = MAX_ROW_MEAN_RATIO if p is not None else ROW_CENTERING_TRIGGER
-            if m_rms * scale <= limit * std or step == ROW_CENTERING_STEPS:
+            limit = ROW_CENTERING_TRIGGER if first and p is None else MAX_ROW_MEAN_RATIO
+            if m_rms <= limit * level or p is not None and step == ROW_CENTERING_STEPS:
                 break
             (0.5 * (m * m).sum()).backward()
             g = -values[core].grad.double().numpy()  # A^T r with the residual r = -m
-            del w, values
+            del values
             gamma_new = float(np.sum(g * g))
             if not (gamma_new > 0.0 and math.isfinite(gamma_new)):
                 break
@@ -367,14 +394,14 @@ class Generator:
             gamma = gamma_new
             with torch.no_grad():
                 # W is linear in `core`: the row means of W(core = p) are A p
-                q = self.program.run(arrays({**params, core: p})).mean(dim=1, dtype=torch.float64)
+                q = row_means(arrays({**params, core: p}))
             qq = float(q @ q)
             if not (qq > 0.0 and math.isfinite(qq)):
                 break
             x = x + (gamma / qq) * p
         changed = x is not start
         params[core] = x
-        return changed
+        return changed, m_rms
 
     def _balance(self) -> None:
         """Give every trainable core the same RMS without changing ``W``.
