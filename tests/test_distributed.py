@@ -21,12 +21,8 @@ from adntn_lab.train.loop import epoch_order
 from adntn_lab.train.runs import RunConfig, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
-# seed 2 (seed 1 until the calibration centred W's row means): with the row-centred init,
-# seed 1's trajectory amplifies the all-reduce's rounding to ~1e-4 in the loss after ~45 steps
-# (probably a unit crossing its kink a step apart, then Adam's normalised steps); seeds 0 and
-# 2 stay within 3e-7 of the one-process run for all 120 steps
 TRAIN = ["--model", "fc2", "--dataset", "mnist-5k", "--family", "ttn", "--bond-dim", "2",
-         "--batch-size", "100", "--lr", "3e-3", "--seed", "2", "--no-progress"]
+         "--batch-size", "100", "--lr", "3e-3", "--seed", "1", "--no-progress"]
 
 
 def _env():
@@ -69,7 +65,7 @@ def test_two_ranks_equal_one_process_and_resume_with_one(tmp_path):
 
     one = tmp_path / "one"
     config = RunConfig(model="fc2", dataset="mnist-5k", family="ttn", bond_dim=2,
-                       batch_size=100, lr=3e-3, seed=2, epochs=2)
+                       batch_size=100, lr=3e-3, seed=1, epochs=2)
     run_training(config, one, progress=False, log=None)
     assert _metrics(one)["world_size"] == 1
     _assert_same_run(two, one, atol=2e-5)
