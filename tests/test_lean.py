@@ -28,24 +28,34 @@ def _weight_and_grads(gen, mode, dtype=torch.float64):
     return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
 
 
-@pytest.fixture(params=["kept", "swept"])
+@pytest.fixture(params=["kept", "swept", "kept-kernels", "kept-kernels-rebuilt",
+                        "swept-kernels"])
 def chain_mode(request, monkeypatch):
-    """Run gate chains' lean backward both ways: with every block's input kept (what fits),
-    and by the one-state reverse sweep (what runs when memory is short)."""
-    from adntn_lab.engine import lean_backward
+    """Run gate chains' lean backward both ways: with every block's (or, with the CPU
+    kernels, phase's) input kept (what fits), and by the one-state reverse sweep (what runs
+    when memory is short); by blocks of merged gates and by the numba kernels."""
+    from adntn_lab.engine import gate_kernels, lean_backward
 
+    mode, _, kernels = request.param.partition("-")
+    if kernels.endswith("rebuilt"):  # phase inputs rebuilt in the backward, not kept
+        monkeypatch.setattr(lean_backward, "_keeps_phase_states", lambda *args: False)
+    if kernels and not gate_kernels.available():
+        pytest.skip("numba is not installed")
+    if not kernels:
+        monkeypatch.setenv("ADNTN_LAB_GATE_KERNELS", "0")
+    prefix = "_chain_backward_phases_" if kernels else "_chain_backward_"
     calls = {"kept": 0, "swept": 0}
     # the choice is made once per backward pass, from the memory available then
-    for mode in calls:
-        real = getattr(lean_backward, f"_chain_backward_{mode}")
+    for way in calls:
+        real = getattr(lean_backward, prefix + way)
 
-        def counted(*args, _real=real, _mode=mode):
-            calls[_mode] += 1
+        def counted(*args, _real=real, _way=way):
+            calls[_way] += 1
             return _real(*args)
-        monkeypatch.setattr(lean_backward, f"_chain_backward_{mode}", counted)
-    if request.param == "swept":
+        monkeypatch.setattr(lean_backward, prefix + way, counted)
+    if mode == "swept":
         monkeypatch.setattr(lean_backward, "available_memory", lambda: 1 << 10)
-    return request.param, calls
+    return mode, calls
 
 
 @pytest.mark.parametrize("family,i,o,kw", CASES, ids=[c[0] + str(c[1]) for c in CASES])
@@ -87,7 +97,7 @@ def test_lean_forward_saves_only_the_cores(short_of_memory, monkeypatch):
     """What the forward pass leaves for the backward is the cores themselves, and, when the
     kept way is chosen, one input state per gate chain; the ordinary pass keeps every
     stage's and block's states."""
-    from adntn_lab.engine import lean_backward
+    from adntn_lab.engine import gate_kernels, lean_backward
 
     if short_of_memory:
         monkeypatch.setattr(lean_backward, "available_memory", lambda: 1 << 10)
@@ -110,10 +120,17 @@ def test_lean_forward_saves_only_the_cores(short_of_memory, monkeypatch):
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             w = gen.program.run(arrays, recompute=mode)
         kept = getattr(w.grad_fn, "chain_inputs", None) or {}
-        return sum(seen) + sum(t.numel() for t in kept.values())
+        # a chain run by the CPU kernels keeps every phase's input, and its pre-activation
+        # output, so that the backward pass rebuilds nothing
+        kept = [t for v in kept.values() for t in (v if isinstance(v, list) else [v])]
+        return sum(seen) + sum(t.numel() for t in kept)
 
+    per_chain = 1
+    if gate_kernels.available():
+        chain = next(c for c in gen.program.chains if c is not None)
+        per_chain = len(gate_kernels.phases_for_chain(chain).phases) + 1
     lean = saved_elements("lean")
-    assert lean <= core_elems + (0 if short_of_memory else n_chains * w_elems)
+    assert lean <= core_elems + (0 if short_of_memory else n_chains * per_chain * w_elems)
     if not short_of_memory:
         assert lean >= n_chains * w_elems
     assert saved_elements("auto") >= 2 * n_chains * w_elems

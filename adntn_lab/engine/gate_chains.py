@@ -15,7 +15,10 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import arrays as ar
+from . import gate_kernels
 
 __all__ = ["GateChain", "detect_gate_chain"]
 
@@ -79,15 +82,33 @@ class GateChain:
             state, nxt = nxt, nxt + 1
         return path
 
+    def gate_operands(self) -> tuple[int, ...]:
+        """Operand index of every gate, in application order."""
+        return tuple(index for block in self.blocks for index, _ in block.gates)
+
     def saved_elements(self) -> int:
-        """Elements autograd keeps for the backward pass: one state per block."""
-        return len(self.blocks) * math.prod(self.line_dims)
+        """Elements autograd keeps for the backward pass: one state per block (per phase
+        when the CPU kernels run it, :mod:`adntn_lab.engine.gate_kernels`)."""
+        states = len(self.blocks)
+        if gate_kernels.available():
+            plan = gate_kernels.phases_for_chain(self)
+            if plan is not None:
+                states = len(plan.phases)
+        return states * math.prod(self.line_dims)
 
     def contract(self, ops):
         """Apply the chain to the operands (numpy, torch or CuPy arrays)."""
         state = ops[self.state]
         if self.state_order != tuple(range(len(self.state_order))):
             state = ar.do("transpose", state, self.state_order)
+        plan = gate_kernels.torch_phases(self, state) if ar.is_torch(state) else None
+        if plan is not None:
+            gates = [ops[i] for i in self.gate_operands()]
+            if _differentiating_any(gates, state):
+                state = _kernel_chain().apply(plan, state, *gates)
+            else:
+                state = _run_phases(plan, state, gates)
+            return _finish(self, state)
         total = math.prod(self.line_dims)
         for block in self.blocks:
             width = math.prod(block.dims)
@@ -99,10 +120,75 @@ class GateChain:
                                                                 right)
             else:
                 state = _apply_block(matrix, state, left, width, right)
-        state = ar.do("reshape", state, self.line_dims)
-        if self.out_perm != tuple(range(len(self.out_perm))):
-            state = ar.do("transpose", state, self.out_perm)
-        return state
+        return _finish(self, state)
+
+
+def _finish(chain: GateChain, state):
+    """The chain's output in the group's index order."""
+    state = ar.do("reshape", state, chain.line_dims)
+    if chain.out_perm != tuple(range(len(chain.out_perm))):
+        state = ar.do("transpose", state, chain.out_perm)
+    return state
+
+
+def _differentiating_any(gates, state) -> bool:
+    import torch
+
+    return torch.is_grad_enabled() and (state.requires_grad
+                                        or any(g.requires_grad for g in gates))
+
+
+def _run_phases(plan, state, gates):
+    """The chain applied by the CPU kernels to a copy of ``state`` (no autograd)."""
+    import torch
+
+    with torch.no_grad():
+        out = state.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
+        gate_kernels.apply_phases_(out.numpy(), gate_kernels.gate_matrix(gates, out.dtype),
+                                   plan)
+    return out
+
+
+@functools.cache
+def _kernel_chain():
+    """A torch autograd function running a qubit chain with the CPU kernels: the forward pass
+    keeps each phase's input (one state per phase), the backward pass runs each phase's
+    backward kernel (:func:`adntn_lab.engine.gate_kernels.phase_backward_`)."""
+    import torch
+
+    class KernelChain(torch.autograd.Function):
+        @staticmethod
+        @torch.amp.custom_fwd(device_type="cpu")
+        def forward(ctx, plan, state, *gates):
+            ctx.plan = plan
+            matrix = gate_kernels.gate_matrix(gates, state.dtype)
+            work = state.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
+            inputs = []
+            for k in range(len(plan.phases)):
+                inputs.append(work.clone() if k else state.detach().reshape(-1).contiguous())
+                gate_kernels.apply_phases_(work.numpy(), matrix, plan, range(k, k + 1))
+            # saved as autograd's own, so that saved-tensor hooks (offloading) see them
+            ctx.save_for_backward(*inputs)
+            ctx.matrix, ctx.shape = matrix, state.shape
+            ctx.gate_dtype = gates[0].dtype
+            return work
+
+        @staticmethod
+        @torch.amp.custom_bwd(device_type="cpu")
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            plan, inputs, matrix = ctx.plan, ctx.saved_tensors, ctx.matrix
+            g = grad.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
+            grad_gates = np.zeros(matrix.shape, dtype=matrix.dtype)
+            for k in range(len(plan.phases) - 1, -1, -1):
+                gate_kernels.phase_backward_(inputs[k].numpy(), g.numpy(), matrix, plan, k,
+                                             grad_gates)
+            gates = torch.from_numpy(grad_gates).to(ctx.gate_dtype).reshape(-1, 2, 2, 2, 2)
+            state_grad = g.view(ctx.shape) if ctx.needs_input_grad[1] else None
+            return (None, state_grad, *(gates[k] if ctx.needs_input_grad[2 + k] else None
+                                        for k in range(gates.shape[0])))
+
+    return KernelChain
 
 
 def _apply_block(matrix, state, left: int, width: int, right: int):

@@ -32,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 
 from ..tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
 from ..utils import available_memory
+from . import gate_kernels
 from .allocator import memory_first, release_free_memory
 from .gate_chains import GateChain, _apply_block, _block_gram, _block_matrix
 from .matmul_steps import contract_tree
@@ -154,13 +156,65 @@ def _run_groups(program, arrays, stop: int, chain_inputs: dict | None = None) ->
     front = Front(arrays)
 
     def visit(index, group, ops):
+        act = program.activations[group.stage]
         if chain_inputs is not None and _input_worth_keeping(program, index, arrays):
-            chain_inputs[index] = ops[_chain(program, index).state].clone()
+            chain = _chain(program, index)
+            plan = gate_kernels.torch_phases(chain, ops[chain.state])
+            if plan is not None and _keeps_phase_states(program, ops[chain.state]):
+                states, out = _phase_states(chain, plan, ops, act)
+                chain_inputs[index] = states
+                del ops[:]
+                return out
+            chain_inputs[index] = ops[chain.state].clone()
         out = _contract(program, index, ops, front.owned(group))
         del ops[:]  # the group's inputs may go as soon as its output exists
-        return _activate_(program.activations[group.stage], out)
+        return _activate_(act, out)
 
     return walk(program.groups, front, visit, stop=stop)
+
+
+def _phase_states(chain: GateChain, plan, ops, act):
+    """Run a qubit chain with the CPU kernels phase by phase, each phase into a new buffer.
+
+    Returns
+    -------
+    states : list of torch.Tensor
+        The flat input of every phase, then (for an activation other than the identity) the
+        pre-activation output: what the chain's backward pass needs, so that it rebuilds
+        nothing.
+    out : torch.Tensor, shape ``chain.line_dims``
+        The activated output.
+    """
+    matrix = _gate_matrix(chain, ops, ops[chain.state])
+    states = [ops[chain.state].reshape(-1)]  # read only: whoever else holds it keeps it
+    for k in range(len(plan.phases)):
+        nxt = torch.empty_like(states[-1], memory_format=torch.contiguous_format)
+        gate_kernels.apply_phases_(states[-1].numpy(), matrix, plan, range(k, k + 1),
+                                   out=nxt.numpy())
+        states.append(nxt)
+    if act.is_identity:
+        return states[:-1], states[-1].view(chain.line_dims)
+    out = torch.empty_like(states[-1])
+    _activate_into(act, states[-1], out)
+    return states, out.view(chain.line_dims)
+
+
+def _keeps_phase_states(program, like) -> bool:
+    """Whether the forward pass keeps every phase input of every qubit chain (the backward
+    pass then rebuilds none): when they, and three states besides, fit in half the memory
+    available now."""
+    sizes = []
+    for index in range(len(program.groups)):
+        chain = _chain(program, index)
+        plan = gate_kernels.phases_for_chain(chain) if chain is not None else None
+        if plan is not None:
+            sizes.append((len(plan.phases) + 1, math.prod(chain.line_dims)))
+    if not sizes:
+        return False
+    need = (sum(n * size for n, size in sizes) + 3 * max(size for _, size in sizes)) \
+        * like.element_size()
+    available = available_memory()
+    return available is not None and need <= available / 2
 
 
 def _input_worth_keeping(program, index, arrays) -> bool:
@@ -183,6 +237,10 @@ def _contract(program, index, ops, owned):
         state = ops[chain.state]
         buf = state if owned[chain.state] else state.clone()
         flat = buf.reshape(-1)
+        plan = gate_kernels.torch_phases(chain, flat)
+        if plan is not None:
+            gate_kernels.apply_phases_(flat.numpy(), _gate_matrix(chain, ops, flat), plan)
+            return flat.view(chain.line_dims)
         for block in chain.blocks:
             _apply_block_(_block_matrix(block, ops), flat, *_block_dims(chain, block))
         return flat.view(chain.line_dims)
@@ -209,6 +267,12 @@ def _block_dims(chain: GateChain, block):
     left = math.prod(chain.line_dims[: block.lo])
     width = math.prod(block.dims)
     return left, width, total // (left * width)
+
+
+def _activate_into(act, x, out):
+    """``out <- act(x)`` chunk by chunk (flat, contiguous tensors)."""
+    for start in range(0, x.numel(), _CHUNK):
+        out[start:start + _CHUNK].copy_(act(x[start:start + _CHUNK]))
 
 
 def _activate_(act, x):
@@ -295,6 +359,13 @@ def _group_backward(program, index, operands, g, needs, spare_states=None):
     if chain is not None:
         # a state made by an earlier group is recomputed fresh for every use; a core is not
         owned = group.operands[chain.state] in {grp.key for grp in program.groups}
+        plan = gate_kernels.torch_phases(chain, g)
+        if plan is not None and spare_states is not None:
+            return _chain_backward_phases_kept(chain, plan, operands, owned, act,
+                                               g.reshape(-1), needs, spare_states)
+        if plan is not None:
+            return _chain_backward_phases_swept(chain, plan, operands, owned, act,
+                                                g.reshape(-1), needs)
         if spare_states is not None:
             return _chain_backward_kept(chain, operands, owned, act, g.reshape(-1), needs,
                                         spare_states)
@@ -348,10 +419,93 @@ def _keeps_block_inputs(program, itemsize: int) -> bool:
     if not chains:
         return False
     # and one kept input state per chain, from the forward pass to the backward
-    need = (max(len(c.blocks) + 3 for c in chains) * max(math.prod(c.line_dims) for c in chains)
+    need = (max(_chain_states(c) + 3 for c in chains) * max(math.prod(c.line_dims) for c in chains)
             + sum(math.prod(c.line_dims) for c in chains)) * itemsize
     available = available_memory()
     return available is not None and need <= available / 2
+
+
+def _chain_states(chain: GateChain) -> int:
+    """States a chain's kept backward keeps besides its gradient: one per block, or one per
+    phase when the CPU kernels run it."""
+    plan = gate_kernels.phases_for_chain(chain) if gate_kernels.available() else None
+    return len(chain.blocks) if plan is None else len(plan.phases)
+
+
+def _gate_matrix(chain: GateChain, ops, like):
+    return gate_kernels.gate_matrix([ops[i] for i in chain.gate_operands()], like.dtype)
+
+
+def _chain_backward_phases_kept(chain: GateChain, plan, operands, owned, act, g_flat, needs,
+                                spare_states: list):
+    """A qubit chain's backward pass with the CPU kernels (:mod:`.gate_kernels`), the kept
+    way: the phase inputs are built once, one after the other, in buffers taken from (and
+    given back to) ``spare_states``; then each phase's backward kernel turns ``g_flat`` into
+    the gradient of the phase's input in place and adds up its gates' gradients."""
+    ops = operands()
+    matrix, dtypes = _gate_matrix(chain, ops, g_flat), _gate_dtypes(chain, ops)
+    kept = ops[chain.state]
+    del ops
+    grad_gates = np.zeros(matrix.shape, dtype=matrix.dtype)
+    with torch.no_grad():
+        if isinstance(kept, list):  # every phase's input, as the forward pass kept them
+            inputs, kept = kept, None
+            pre = None if act.is_identity else inputs.pop()
+        else:
+            inputs = [kept.reshape(-1)]
+            for k in range(len(plan.phases)):
+                nxt = _spare_like(inputs[-1], spare_states)
+                gate_kernels.apply_phases_(inputs[-1].numpy(), matrix, plan, range(k, k + 1),
+                                           out=nxt.numpy())
+                inputs.append(nxt)
+            pre = inputs.pop()
+        if pre is not None:
+            _activation_backward_(act, pre, g_flat)
+            spare_states.append(pre)
+        for k in range(len(plan.phases) - 1, -1, -1):
+            gate_kernels.phase_backward_(inputs[k].numpy(), g_flat.numpy(), matrix, plan, k,
+                                         grad_gates)
+            spare_states.append(inputs[k])
+            inputs[k] = None
+    return _phase_grads(chain, grad_gates, dtypes, g_flat, needs)
+
+
+def _chain_backward_phases_swept(chain: GateChain, plan, operands, owned, act, g_flat, needs):
+    """:func:`_chain_backward_phases_kept` with one state alive: before each phase's backward
+    kernel its input is rebuilt from the chain's input (``operands()``)."""
+    ops = operands()
+    matrix, dtypes = _gate_matrix(chain, ops, g_flat), _gate_dtypes(chain, ops)
+    work = _chain_input(chain, ops, owned)
+    del ops
+    grad_gates = np.zeros(matrix.shape, dtype=matrix.dtype)
+    with torch.no_grad():
+        gate_kernels.apply_phases_(work.numpy(), matrix, plan)
+        _activation_backward_(act, work, g_flat)
+        del work
+        for k in range(len(plan.phases) - 1, -1, -1):
+            work = _chain_input(chain, operands(), owned)
+            gate_kernels.apply_phases_(work.numpy(), matrix, plan, range(k))
+            gate_kernels.phase_backward_(work.numpy(), g_flat.numpy(), matrix, plan, k,
+                                         grad_gates)
+            del work
+            release_free_memory()
+    return _phase_grads(chain, grad_gates, dtypes, g_flat, needs)
+
+
+def _gate_dtypes(chain: GateChain, ops) -> dict:
+    return {i: ops[i].dtype for i in chain.gate_operands()}
+
+
+def _phase_grads(chain: GateChain, grad_gates, dtypes, g_flat, needs) -> list:
+    """Per-operand gradients from the kernels' (n_gates, 16) gate gradients and the state's."""
+    grads = [None] * len(needs)
+    for j, i in enumerate(chain.gate_operands()):
+        if needs[i]:
+            grad = torch.from_numpy(grad_gates[j].copy()).to(dtypes[i]).reshape(2, 2, 2, 2)
+            grads[i] = grad if grads[i] is None else grads[i] + grad
+    if needs[chain.state]:
+        grads[chain.state] = g_flat.view(chain.line_dims)
+    return grads
 
 
 def _chain_backward_kept(chain: GateChain, operands, owned, act, g_flat, needs,
