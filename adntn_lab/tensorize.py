@@ -205,6 +205,12 @@ def _unshuffle_plan(tz: Tensorization):
     return h_order, t_order, (oh, ih, ot, it)
 
 
+def _torch_grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
+
+
 def _take(x, order, axis: int):
     """``x`` with its ``axis`` permuted by ``order`` (numpy, CuPy or torch)."""
     if ar.infer_backend(x) == "torch":
@@ -345,6 +351,13 @@ class Tensorization:
         -------
         array, shape (out_features, in_features)
         """
+        if ar.infer_backend(wp) == "torch":
+            from .engine import matrix_layout
+
+            if matrix_layout.usable(wp):  # one gather through two offset tables (CPU)
+                if wp.requires_grad and _torch_grad_enabled():
+                    return matrix_layout.to_matrix_autograd(wp, self)
+                return matrix_layout.to_matrix(wp, self)
         if self.n_sites < 3 or math.prod(self.site_dims) < _FAST_UNSHUFFLE_MIN:
             n = self.n_sites
             split = [d for pair in zip(self.out_modes, self.in_modes) for d in pair]
@@ -371,6 +384,12 @@ class Tensorization:
         -------
         array of the same library, shape ``site_dims``
         """
+        if ar.infer_backend(w) == "torch" and tuple(w.shape) == (self.out_features,
+                                                                 self.in_features):
+            from .engine import matrix_layout
+
+            if matrix_layout.usable(w) and not (w.requires_grad and _torch_grad_enabled()):
+                return matrix_layout.from_matrix(w, self)
         padded = (self.padded_out, self.padded_in)
         if ar.infer_backend(w) in ("torch", "cupy") and tuple(w.shape) == padded:
             full = w

@@ -33,9 +33,10 @@ __all__ = ["tune_allocator", "tune_from_environment", "allocator_status", "relea
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-#: default thresholds (bytes): blocks up to 1 GiB come from the heap, and up to 1 GiB of free
-#: memory at the top of the heap is kept rather than returned
-DEFAULT_THRESHOLD = 1 << 30
+#: default thresholds (bytes), the largest mallopt takes (an int): blocks up to 2 GiB come
+#: from the heap, and up to 2 GiB of free memory at the top of the heap is kept (a 27-qubit
+#: brick-wall step, W 512 MiB, then faults in 0-1 GiB a step instead of 2.5 GiB at 1 GiB)
+DEFAULT_THRESHOLD = (2 << 30) - (1 << 20)
 
 _status = {"tuned": False, "reason": "not attempted"}
 _lock = threading.Lock()

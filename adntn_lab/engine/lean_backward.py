@@ -37,7 +37,7 @@ import torch
 
 from ..tensorize import _FAST_UNSHUFFLE_MIN, _unshuffle_plan, unshuffle_rows_columns
 from ..utils import available_memory
-from . import gate_kernels
+from . import gate_kernels, matrix_layout
 from .allocator import memory_first, release_free_memory
 from .gate_chains import GateChain, _apply_block, _block_gram, _block_matrix
 from .matmul_steps import contract_tree
@@ -293,6 +293,8 @@ def _to_matrix(program, final):
     have, want = tuple(program.final_inds), tuple(tz.physical_inds)
     if have != want:
         final = final.permute(*(have.index(ix) for ix in want))
+    if matrix_layout.usable(final):  # one gather, whatever the axis order
+        return matrix_layout.to_matrix(final, tz)
     if tz.n_sites < 3 or math.prod(tz.site_dims) < _FAST_UNSHUFFLE_MIN:
         return tz.to_matrix(final).contiguous()
     h_order, t_order, _ = _unshuffle_plan(tz)
@@ -304,8 +306,11 @@ def _to_matrix(program, final):
 
 def _from_matrix(program, grad_w):
     """Gradient of the final group's output (in ``final_inds`` order) from that of ``W``."""
-    g = program.tz.from_matrix(grad_w)
     have, want = tuple(program.final_inds), tuple(program.tz.physical_inds)
+    if matrix_layout.usable(grad_w):  # one scatter, straight into the final group's order
+        return matrix_layout.from_matrix(grad_w, program.tz,
+                                         tuple(want.index(ix) for ix in have))
+    g = program.tz.from_matrix(grad_w)
     if have != want:
         g = g.permute(*(want.index(ix) for ix in have))
     return g.contiguous()
