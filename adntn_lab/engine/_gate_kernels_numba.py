@@ -147,10 +147,12 @@ def forward(src, dst, base, lo, hi, w_off, s_off, gates, sa, sb, layout):
 
 
 @njit(**_OPTS)
-def backward(x, grad, base, lo, hi, w_off, s_off, gates, gates_t, sa, sb, layout, partial):
-    """Backward pass of one phase over chunks ``lo..hi-1``: ``grad`` becomes the gradient of
-    the phase input ``x`` there, in place; ``partial`` (n_gates, 16) receives these chunks'
-    share of each gate's gradient."""
+def backward(x, grad, grad_in, base, lo, hi, w_off, s_off, gates, gates_t, sa, sb, layout,
+             partial):
+    """Backward pass of one phase over chunks ``lo..hi-1``: from ``grad``, the gradient of
+    the phase's output, the gradient of its input ``x`` goes to ``grad_in`` (which may be
+    ``grad``); ``partial`` (n_gates, 16) receives these chunks' share of each gate's
+    gradient."""
     n = w_off.size * s_off.size
     m = gates.shape[0]
     inputs = np.empty((max(m, 1), n), dtype=x.dtype)
@@ -165,4 +167,4 @@ def backward(x, grad, base, lo, hi, w_off, s_off, gates, gates_t, sa, sb, layout
         for q in range(m - 1, -1, -1):
             _outer_add(partial[q], inputs[q], gbuf, sa[q], sb[q])
             _gate(gbuf, gates_t[q], sa[q], sb[q])
-        _scatter(grad, gbuf, b0, w_off, s_off, layout)
+        _scatter(grad_in, gbuf, b0, w_off, s_off, layout)

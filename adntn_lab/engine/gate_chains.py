@@ -162,11 +162,13 @@ def _kernel_chain():
         def forward(ctx, plan, state, *gates):
             ctx.plan = plan
             matrix = gate_kernels.gate_matrix(gates, state.dtype)
-            work = state.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
-            inputs = []
-            for k in range(len(plan.phases)):
-                inputs.append(work.clone() if k else state.detach().reshape(-1).contiguous())
-                gate_kernels.apply_phases_(work.numpy(), matrix, plan, range(k, k + 1))
+            inputs = [state.detach().reshape(-1).contiguous()]
+            for k in range(len(plan.phases)):  # each phase into a new state: all are kept
+                out = torch.empty_like(inputs[-1])
+                gate_kernels.apply_phases_(inputs[-1].numpy(), matrix, plan, range(k, k + 1),
+                                           out=out.numpy())
+                inputs.append(out)
+            work = inputs.pop()
             # saved as autograd's own, so that saved-tensor hooks (offloading) see them
             ctx.save_for_backward(*inputs)
             ctx.matrix, ctx.shape = matrix, state.shape
@@ -178,11 +180,14 @@ def _kernel_chain():
         @torch.autograd.function.once_differentiable
         def backward(ctx, grad):
             plan, inputs, matrix = ctx.plan, ctx.saved_tensors, ctx.matrix
-            g = grad.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
+            g = grad.detach().reshape(-1).contiguous()
             grad_gates = np.zeros(matrix.shape, dtype=matrix.dtype)
             for k in range(len(plan.phases) - 1, -1, -1):
+                # the incoming gradient is autograd's: the first phase writes a new one
+                out = torch.empty_like(g) if k == len(plan.phases) - 1 else g
                 gate_kernels.phase_backward_(inputs[k].numpy(), g.numpy(), matrix, plan, k,
-                                             grad_gates)
+                                             grad_gates, out=out.numpy())
+                g = out
             gates = torch.from_numpy(grad_gates).to(ctx.gate_dtype).reshape(-1, 2, 2, 2, 2)
             state_grad = g.view(ctx.shape) if ctx.needs_input_grad[1] else None
             return (None, state_grad, *(gates[k] if ctx.needs_input_grad[2 + k] else None

@@ -138,26 +138,25 @@ def plan_phases(n_lines: int, lines: tuple[int, ...], chunk_bits: int = CHUNK_BI
     pending = list(range(len(lines)))
     phases = []
     while pending:
-        start = max(0, min(lines[pending[0]], n_lines - window_size))
-        window = range(start, start + window_size)
-        blocked: set[int] = set()
-        take, rest = [], []
-        for g in pending:
-            pair = {lines[g], lines[g] + 1}
-            if pair <= set(window) and not pair & blocked:
-                take.append(g)
-            else:
-                rest.append(g)
-                blocked |= pair
-        pending = rest
-        # spectators: the fastest lines outside the window (contiguous runs when possible)
-        others = [line for line in range(n_lines) if line not in window]
-        spect = others[len(others) - spectators:] if spectators else []
+        # the window at the first pending gate, or shifted back so that the lines after it
+        # are contiguous spectators: whichever runs more gates per unit of cost
+        first = lines[pending[0]]
+        starts = {max(0, min(first, n_lines - window_size)),
+                  max(0, min(first, n_lines - window_size - spectators))}
+        best = None
+        for start in sorted(starts):
+            if not start <= first <= start + window_size - 2:
+                continue
+            window = range(start, start + window_size)
+            take, rest = _take(pending, lines, window)
+            layout = _layout(window, n_lines, spectators)[0]
+            score = len(take) / (_LAYOUT_COST[layout] + _GATE_COST * len(take))
+            if best is None or score > best[0]:
+                best = (score, window, take, rest)
+        _, window, take, pending = best
+        layout, spect, w_off, s_off = _layout(window, n_lines, spectators)
         local = set(window) | set(spect)
         outer = [line for line in range(n_lines) if line not in local]
-        w_off = _line_offsets(window, n_lines)
-        s_off = _line_offsets(spect, n_lines)
-        layout = 0 if _contiguous(s_off) else 1 if _contiguous(w_off) else 2
         n_spect = 1 << len(spect)
         # buffer: window lines (slowest first), then spectators
         stride = {line: n_spect << (window_size - 1 - k) for k, line in enumerate(window)}
@@ -167,6 +166,37 @@ def plan_phases(n_lines: int, lines: tuple[int, ...], chunk_bits: int = CHUNK_BI
             sa=np.array([stride[lines[g]] for g in take], dtype=np.int64),
             sb=np.array([stride[lines[g] + 1] for g in take], dtype=np.int64), layout=layout))
     return ChainPhases(n_lines, tuple(lines), tuple(phases))
+
+
+# relative time of a phase's gather and scatter by layout, and of one gate on its chunks
+_LAYOUT_COST = {0: 1.0, 1: 2.0, 2: 3.0}
+_GATE_COST = 0.1
+
+
+def _take(pending, lines, window):
+    """The pending gates a phase with ``window`` can run (both lines inside, and no earlier
+    pending gate that it does not run on either line), and the rest, in order."""
+    inside = set(window)
+    blocked: set[int] = set()
+    take, rest = [], []
+    for g in pending:
+        pair = {lines[g], lines[g] + 1}
+        if pair <= inside and not pair & blocked:
+            take.append(g)
+        else:
+            rest.append(g)
+            blocked |= pair
+    return take, rest
+
+
+def _layout(window, n_lines: int, spectators: int):
+    """Spectators (the fastest lines outside the window), offsets and gather layout."""
+    others = [line for line in range(n_lines) if line not in window]
+    spect = others[len(others) - spectators:] if spectators else []
+    w_off = _line_offsets(window, n_lines)
+    s_off = _line_offsets(spect, n_lines)
+    layout = 0 if _contiguous(s_off) else 1 if _contiguous(w_off) else 2
+    return layout, spect, w_off, s_off
 
 
 def phases_for_chain(chain) -> ChainPhases | None:
@@ -258,9 +288,10 @@ def apply_phases_(state: np.ndarray, gates: np.ndarray, plan: ChainPhases,
 
 
 def phase_backward_(x: np.ndarray, grad: np.ndarray, gates: np.ndarray, plan: ChainPhases,
-                    k: int, grad_gates: np.ndarray) -> None:
+                    k: int, grad_gates: np.ndarray, *, out: np.ndarray | None = None) -> None:
     """Backward pass of phase ``k``: ``grad`` (of the phase's output) becomes the gradient of
-    its input ``x`` in place, and each gate's gradient is added to ``grad_gates``.
+    its input ``x`` in place (or, with ``out``, that gradient is written there and ``grad``
+    left as it was), and each gate's gradient is added to ``grad_gates``.
 
     Parameters
     ----------
@@ -268,7 +299,9 @@ def phase_backward_(x: np.ndarray, grad: np.ndarray, gates: np.ndarray, plan: Ch
     gates, grad_gates : ndarray, shape (n_gates, 16)
     plan : ChainPhases
     k : int
+    out : ndarray, shape (2**Q,), optional
     """
+    grad_in = grad if out is None else out
     kernels = _kernels()
     phase = plan.phases[k]
     idx = list(phase.gates)
@@ -277,7 +310,7 @@ def phase_backward_(x: np.ndarray, grad: np.ndarray, gates: np.ndarray, plan: Ch
 
     def run(lo, hi):
         partial = np.zeros((len(idx), 16), dtype=np.float64)
-        kernels.backward(x, grad, phase.base, lo, hi, phase.window_offsets,
+        kernels.backward(x, grad, grad_in, phase.base, lo, hi, phase.window_offsets,
                          phase.spectator_offsets, g, gt, phase.sa, phase.sb, phase.layout,
                          partial)
         return partial

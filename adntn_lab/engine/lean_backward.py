@@ -84,7 +84,9 @@ class _Lean(torch.autograd.Function):
         ctx.chain_inputs = {} if keep else None
         with torch.no_grad():
             arrays = dict(zip(names, (t.detach() for t in tensors)))
-            front = _run_groups(program, arrays, len(program.groups), ctx.chain_inputs)
+            trainable = {n for n, need in zip(names, ctx.needs_input_grad[3:]) if need}
+            front = _run_groups(program, arrays, len(program.groups), ctx.chain_inputs,
+                                _differentiated(program, trainable))
             w = _to_matrix(program, front.pop(program.final_key))
         del front
         release()
@@ -148,16 +150,18 @@ class _Lean(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------- forward pieces
-def _run_groups(program, arrays, stop: int, chain_inputs: dict | None = None) -> Front:
+def _run_groups(program, arrays, stop: int, chain_inputs: dict | None = None,
+                differentiated: set | None = None) -> Front:
     """The front after groups ``0..stop-1`` (no autograd): their activated outputs not yet
     consumed; gate chains run in place on a buffer they own. With ``chain_inputs``, a copy
     of the input state of each chain whose other operands are all cores goes there, by
-    group index."""
+    group index (only for the groups in ``differentiated``, when given)."""
     front = Front(arrays)
 
     def visit(index, group, ops):
         act = program.activations[group.stage]
-        if chain_inputs is not None and _input_worth_keeping(program, index, arrays):
+        if (chain_inputs is not None and _input_worth_keeping(program, index, arrays)
+                and (differentiated is None or index in differentiated)):
             chain = _chain(program, index)
             plan = gate_kernels.torch_phases(chain, ops[chain.state])
             if plan is not None and _keeps_phase_states(program, ops[chain.state]):
@@ -171,6 +175,18 @@ def _run_groups(program, arrays, stop: int, chain_inputs: dict | None = None) ->
         return _activate_(act, out)
 
     return walk(program.groups, front, visit, stop=stop)
+
+
+def _differentiated(program, trainable: set) -> set:
+    """Indices of the groups whose output depends on a core in ``trainable``: the ones the
+    backward pass differentiates (calibration differentiates one last-stage core only)."""
+    depends: set = set()
+    out = set()
+    for index, group in enumerate(program.groups):
+        if any(n in trainable or n in depends for n in group.operands):
+            depends.add(group.key)
+            out.add(index)
+    return out
 
 
 def _phase_states(chain: GateChain, plan, ops, act):
