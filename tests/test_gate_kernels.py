@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_lean import _weight_and_grads  # noqa: E402  (tests/ is on the path)
 
 import adntn_lab as al
 from adntn_lab.engine import gate_kernels as gk
@@ -73,15 +74,6 @@ def test_every_gate_of_a_phase_runs_over_contiguous_spectator_runs():
 def test_bad_lines_are_refused():
     with pytest.raises(ValueError, match="do not fit"):
         gk.plan_phases(10, (9,))
-
-
-def _weight_and_grads(gen, recompute, dtype=torch.float64):
-    arrays = {k: torch.tensor(v, dtype=dtype, requires_grad=not gen.cores[k].constant)
-              for k, v in gen.params.items()}
-    w = gen.program.run(arrays, recompute=recompute)
-    probe = torch.linspace(-1, 1, w.numel(), dtype=dtype).view_as(w)
-    (w * probe).sum().backward()
-    return w.detach(), {k: a.grad for k, a in arrays.items() if a.grad is not None}
 
 
 @pytest.mark.parametrize("recompute", ["auto", "lean", True, False])
