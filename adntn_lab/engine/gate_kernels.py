@@ -36,7 +36,8 @@ __all__ = ["available", "ChainPhases", "plan_phases", "phases_for_chain", "apply
            "phase_backward_", "torch_phases", "gate_matrix"]
 
 # a chunk holds 2**CHUNK_BITS elements (256 KiB of float32; the backward pass keeps one chunk
-# per gate of the phase: chosen by timing 2**27-element chains, benchmarks/bench_gate_kernels.py)
+# per gate of the phase): the fastest of (14, 6), (16, 6), (14, 4), (16, 8) in a by-hand timing
+# of a 26-gate layer on 2**27 elements; benchmarks/bench_gate_kernels.py repeats that sweep
 CHUNK_BITS = 16
 # spectator lines: every gate's inner loop runs over 2**SPECTATOR_BITS contiguous elements
 SPECTATOR_BITS = 6
@@ -149,12 +150,11 @@ def plan_phases(n_lines: int, lines: tuple[int, ...], chunk_bits: int = CHUNK_BI
                 continue
             window = range(start, start + window_size)
             take, rest = _take(pending, lines, window)
-            layout = _layout(window, n_lines, spectators)[0]
-            score = len(take) / (_LAYOUT_COST[layout] + _GATE_COST * len(take))
+            arrangement = _layout(window, n_lines, spectators)
+            score = len(take) / (_LAYOUT_COST[arrangement[0]] + _GATE_COST * len(take))
             if best is None or score > best[0]:
-                best = (score, window, take, rest)
-        _, window, take, pending = best
-        layout, spect, w_off, s_off = _layout(window, n_lines, spectators)
+                best = (score, window, take, rest, arrangement)
+        _, window, take, pending, (layout, spect, w_off, s_off) = best
         local = set(window) | set(spect)
         outer = [line for line in range(n_lines) if line not in local]
         n_spect = 1 << len(spect)
