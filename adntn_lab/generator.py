@@ -263,12 +263,16 @@ class Generator:
 
         names = trainable(self.program.groups[-1])
         center = bool(names) and self.activations[-1].is_identity
+        # with a fused last stage, mean(W) and its gradient come from the row means (one
+        # input row through the fused schedule), so the passes over W need no autograd
+        fused = self.program.chains[-1] is None
+        track = center and not fused
         values = arrays(params)
         if center:
             # W is linear in each last-stage core; the last of the largest ones is the cheapest
             # to differentiate (a gate chain's last block)
             core = max(reversed(names), key=lambda n: self.cores[n].size)
-            values[core].requires_grad_(True)
+            values[core].requires_grad_(track)
         # mean and std do not depend on the order of W's entries: without padding to crop,
         # take the physical tensor and skip reordering it into a matrix
         tz = self.tensorization
@@ -289,7 +293,7 @@ class Generator:
                 changed = True
                 del w
                 values = arrays(params)
-                values[core].requires_grad_(True)
+                values[core].requires_grad_(track)
                 w = self.program.run(values, physical=physical)
                 std = _std(w)
                 if m_rms * math.sqrt(self.in_features) <= MAX_ROW_MEAN_RATIO * std:
@@ -297,17 +301,22 @@ class Generator:
             if changed and not _rms(w) * MAX_CENTERING_GAIN >= rms_before:
                 params[core] = before  # the centring cancelled W: keep the calibrated core
                 values = arrays(params)
-                values[core].requires_grad_(True)
+                values[core].requires_grad_(track)
                 w = self.program.run(values, physical=physical)
         if center:
-            count = w.numel()
             rms = _rms(w)
-            total = w.sum(dtype=torch.float64)
-            total.backward()
-            del w
-            g = values.pop(core).grad.double().numpy() / count
+            if fused:
+                del w
+                values = arrays(params)
+                values[core].requires_grad_(True)
+                mean_t = self._row_means(values).sum() / self.out_features
+            else:
+                mean_t = w.sum(dtype=torch.float64) / w.numel()
+                del w
+            mean_t.backward()
+            g = values.pop(core).grad.double().numpy()
             norm2 = float(np.sum(g * g))
-            mean = float(total.detach()) / count
+            mean = float(mean_t.detach())
             before = params[core]
             if norm2 > 0.0 and math.isfinite(norm2) and math.isfinite(mean):
                 params[core] = before - (mean / norm2) * g
@@ -360,18 +369,7 @@ class Generator:
         if self.out_features < 2 or self.in_features < 2 or not (
                 math.isfinite(std) and std > 0.0):
             return False, math.nan
-        program = self.program
-        fused = program.chains[-1] is None
-
-        def row_means(values):
-            if not fused:
-                # in W's precision (torch's cascade sum; a float64 mean converts every
-                # entry and is about 100x slower)
-                return program.run(values).mean(dim=1).to(torch.float64)
-            x = next(iter(values.values()))
-            ones = torch.full((1, self.in_features), 1.0 / self.in_features, dtype=x.dtype)
-            return program.fused(values, ones)[0].to(torch.float64)
-
+        row_means = self._row_means
         level = std / math.sqrt(self.in_features)
         start = params[core]
         x, p, gamma, m_rms = start, None, None, math.nan
@@ -404,6 +402,21 @@ class Generator:
         changed = x is not start
         params[core] = x
         return changed, m_rms
+
+    def _row_means(self, values):
+        """The row means of ``W`` (shape (out_features,), float64) for torch ``values``: the
+        fused schedule applied to one input row, which never forms ``W`` (except behind a
+        gate chain, whose fused contraction would cost more)."""
+        import torch
+
+        program = self.program
+        if program.chains[-1] is not None:
+            # in W's precision (torch's cascade sum; a float64 mean converts every entry and
+            # is about 100x slower)
+            return program.run(values).mean(dim=1).to(torch.float64)
+        x = next(iter(values.values()))
+        ones = torch.full((1, self.in_features), 1.0 / self.in_features, dtype=x.dtype)
+        return program.fused(values, ones)[0].to(torch.float64)
 
     def _balance(self) -> None:
         """Give every trainable core the same RMS without changing ``W``.
@@ -560,7 +573,12 @@ def _std(x) -> float:
     import torch
 
     x = x.detach()
-    mean = float(x.sum(dtype=torch.float64)) / x.numel()
+    # torch sums in a cascade, so W's own precision is accurate enough (the mean only
+    # corrects the RMS) and ~16x faster than converting every entry to float64
+    total = float(x.sum())
+    if not math.isfinite(total):
+        total = float(x.sum(dtype=torch.float64))
+    mean = total / x.numel()
     return math.sqrt(max(_rms(x) ** 2 - mean * mean, 0.0))
 
 

@@ -80,7 +80,7 @@ row["chunks"] = chunks
 print(json.dumps(row))
 """
 
-PAIRS = [(14, 6), (16, 6), (16, 8), (18, 6)]
+PAIRS = [(12, 6), (13, 6), (14, 6), (14, 4), (15, 6), (16, 6), (16, 8)]
 
 
 def run(qubits: int, timeout: float) -> dict:

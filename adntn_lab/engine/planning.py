@@ -91,14 +91,19 @@ class _DiskReusableOptimizer(ctg.ReusableHyperOptimizer):
 
 
 _AUTO = None
+#: operations per second against which the "auto" search budget is set (see _optimizer)
+AUTO_SEARCH_RATE = 1e10
 
 
 def _optimizer(optimize):
     global _AUTO
     if optimize is None or optimize == "auto":
-        # no process pool: generators are also built inside worker processes (sweeps)
+        # no process pool: generators are also built inside worker processes (sweeps).
+        # cotengra's search runs until it has spent the contraction's own time at
+        # AUTO_SEARCH_RATE operations per second; its default (1e9, a slow core) spends
+        # seconds on a paper-size layer for trees no faster than what a tenth of that finds
         if _AUTO is None:
-            _AUTO = ctg.AutoOptimizer(parallel=False)
+            _AUTO = ctg.AutoOptimizer(parallel=False, max_time=f"rate:{AUTO_SEARCH_RATE:g}")
         return _AUTO
     if optimize in ("greedy", "optimal"):
         return optimize
