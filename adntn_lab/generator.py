@@ -381,7 +381,9 @@ class Generator:
             if not math.isfinite(m_rms):
                 x = start  # numerically unsafe: keep the calibrated core
                 break
-            limit = ROW_CENTERING_TRIGGER if first and p is None else MAX_ROW_MEAN_RATIO
+            # below the goal with a margin: centring also lowers std(W), and a result just
+            # under the goal measured against the old std would need another round
+            limit = ROW_CENTERING_TRIGGER if first and p is None else _CENTERING_AIM
             if m_rms <= limit * level or p is not None and step == ROW_CENTERING_STEPS:
                 break
             (0.5 * (m * m).sum()).backward()
@@ -541,6 +543,8 @@ def _orthogonal_gate(rng, shape) -> np.ndarray:
 
 # weights with at most this many padded entries are calibrated in float64
 _CALIBRATE_FLOAT64_MAX = 1 << 20
+# what the row centring's CG aims at, as a fraction of MAX_ROW_MEAN_RATIO's level
+_CENTERING_AIM = 0.5 * MAX_ROW_MEAN_RATIO
 
 
 # a group output larger than this is first checked for a dead activation on a sample

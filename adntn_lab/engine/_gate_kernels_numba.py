@@ -40,7 +40,9 @@ def _gate(buf, g, sa, sb):
 def _outer_add(acc, x, g, sa, sb):
     """``acc[a, b, a', b'] += sum x[a, b] g[a', b']`` over the buffer (each run summed in the
     buffer's precision, the runs in float64)."""
-    zero = x[0] * 0
+    # a zero of the buffer's own type (``x[0] * 0`` would be float64 for float32 buffers,
+    # and mixed-precision sums keep LLVM from vectorising the loop)
+    zero = x[:0].sum()
     for xo in range(0, x.size, 2 * sa):
         for y in range(xo, xo + sa, 2 * sb):
             x0 = x[y:y + sb]
