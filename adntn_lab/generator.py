@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import Activation, resolve_stage_activations
+from .engine import weight_moments
 from .engine.planning import plan_structure
 from .engine.program import Program
 from .numerics import (
@@ -273,6 +274,9 @@ class Generator:
             # to differentiate (a gate chain's last block)
             core = max(reversed(names), key=lambda n: self.cores[n].size)
             values[core].requires_grad_(track)
+            if weight_moments.moments_are_cheap(self.program):
+                self._calibrate_by_moments(values, arrays, hook, names, core, target)
+                return
         # mean and std do not depend on the order of W's entries: without padding to crop,
         # take the physical tensor and skip reordering it into a matrix
         tz = self.tensorization
@@ -329,13 +333,7 @@ class Generator:
                 params[core] = before
                 with torch.no_grad():
                     w = self.program.run(arrays(params), physical=physical)
-                warnings.warn(
-                    f"W of this {self.family} generator is not centred at initialisation: its "
-                    f"mean ({mean:.3g}) can only be removed through core {core!r} by a "
-                    f"cancellation that would magnify rounding errors {gain:.3g}-fold, so W "
-                    "keeps its mean; give the last stage more parameters (a larger bond) or "
-                    "use an activation with negative values before it (tanh, leaky_relu)",
-                    ConditioningWarning, stacklevel=4)
+                self._warn_uncentred(mean, core, gain, stacklevel=4)
         homogeneous = self.activations[-1].is_identity or \
             self.activations[-1].positively_homogeneous
         # one rescaling is exact when the last activation is homogeneous; others converge
@@ -352,8 +350,82 @@ class Generator:
             for n in names:
                 params[n] = params[n] * factor
 
+    def _calibrate_by_moments(self, values, arrays, hook, names, core, target) -> None:
+        """:meth:`_calibrate` for a linear last stage whose moments are cheap
+        (:mod:`adntn_lab.engine.weight_moments`): one pass over the groups before the last
+        (rescaling them through ``hook``), then every mean, RMS and std of ``W`` from the
+        last group's operands, without forming ``W``."""
+        import torch
+
+        params, program = self.params, self.program
+        with torch.no_grad():
+            ops = weight_moments.last_operands(program, values, hook)
+        # the cores of the last group were not rescaled by the hook: `ops` holds them as
+        # they are in `params`, and only they change from here on
+
+        def with_params(**override):
+            current = arrays({n: params[n] for n in names})
+            current.update(override)
+            return weight_moments.with_cores(program, ops, current)
+
+        def moments():
+            with torch.no_grad():
+                return weight_moments.std_of(program, with_params())
+
+        def row_means(values):
+            cores = {n: values[n] for n in names}
+            return weight_moments.row_means(
+                program, weight_moments.with_cores(program, ops, cores)).to(torch.float64)
+
+        before = params[core]
+        _, rms_before, std = moments()
+        changed = False
+        for first in (True, False, False):
+            moved, m_rms = self._center_rows(params, core, arrays, std, first, row_means)
+            if not moved:
+                break
+            changed = True
+            _, _, std = moments()
+            if m_rms * math.sqrt(self.in_features) <= MAX_ROW_MEAN_RATIO * std:
+                break
+        _, rms, _ = moments()
+        if changed and not rms * MAX_CENTERING_GAIN >= rms_before:
+            params[core] = before  # the centring cancelled W: keep the calibrated core
+            _, rms, _ = moments()
+        # mean(W) and its gradient with respect to `core` (W is linear in it)
+        start = params[core]
+        grad_core = torch.as_tensor(np.asarray(start), dtype=ops[0].dtype).requires_grad_(True)
+        mean_t = weight_moments.row_means(program, with_params(**{core: grad_core})).to(
+            torch.float64).sum() / self.out_features
+        mean_t.backward()
+        g = grad_core.grad.double().numpy()
+        norm2 = float(np.sum(g * g))
+        mean = float(mean_t.detach())
+        if norm2 > 0.0 and math.isfinite(norm2) and math.isfinite(mean):
+            params[core] = start - (mean / norm2) * g
+        _, rms_after, std = moments()
+        gain = rms / max(rms_after, 1e-300)
+        if not gain <= MAX_CENTERING_GAIN:
+            params[core] = start
+            _, _, std = moments()
+            self._warn_uncentred(mean, core, gain, stacklevel=5)
+        # the last stage is linear, so one rescaling sets std(W) exactly
+        if math.isfinite(std) and std > 0.0:
+            factor = (target / std) ** (1.0 / len(names))
+            for n in names:
+                params[n] = params[n] * factor
+
+    def _warn_uncentred(self, mean: float, core: str, gain: float, stacklevel: int) -> None:
+        warnings.warn(
+            f"W of this {self.family} generator is not centred at initialisation: its "
+            f"mean ({mean:.3g}) can only be removed through core {core!r} by a "
+            f"cancellation that would magnify rounding errors {gain:.3g}-fold, so W "
+            "keeps its mean; give the last stage more parameters (a larger bond) or "
+            "use an activation with negative values before it (tanh, leaky_relu)",
+            ConditioningWarning, stacklevel=stacklevel + 1)
+
     def _center_rows(self, params, core: str, arrays, std: float,
-                     first: bool) -> tuple[bool, float]:
+                     first: bool, row_means=None) -> tuple[bool, float]:
         """Shrink ``rms(row means of W)`` to at most ``MAX_ROW_MEAN_RATIO`` times the i.i.d.
         level ``std / sqrt(in_features)`` (``std``: that of ``W``) when it is above that
         (``first``: above ``ROW_CENTERING_TRIGGER`` times the level): conjugate-gradient
@@ -363,13 +435,14 @@ class Generator:
         ``W @ 1 / in_features``: the fused schedule applied to one input row, which never
         forms ``W`` (except behind a gate chain, whose fused contraction would cost more).
         The caller checks that the result does not cancel ``W``. Returns whether ``core``
-        changed and the last rms of the row means."""
+        changed and the last rms of the row means. ``row_means(values)`` computes them
+        (:meth:`_row_means` by default)."""
         import torch
 
         if self.out_features < 2 or self.in_features < 2 or not (
                 math.isfinite(std) and std > 0.0):
             return False, math.nan
-        row_means = self._row_means
+        row_means = row_means or self._row_means
         level = std / math.sqrt(self.in_features)
         start = params[core]
         x, p, gamma, m_rms = start, None, None, math.nan
@@ -381,9 +454,7 @@ class Generator:
             if not math.isfinite(m_rms):
                 x = start  # numerically unsafe: keep the calibrated core
                 break
-            # below the goal with a margin: centring also lowers std(W), and a result just
-            # under the goal measured against the old std would need another round
-            limit = ROW_CENTERING_TRIGGER if first and p is None else _CENTERING_AIM
+            limit = ROW_CENTERING_TRIGGER if first and p is None else MAX_ROW_MEAN_RATIO
             if m_rms <= limit * level or p is not None and step == ROW_CENTERING_STEPS:
                 break
             (0.5 * (m * m).sum()).backward()
@@ -543,8 +614,6 @@ def _orthogonal_gate(rng, shape) -> np.ndarray:
 
 # weights with at most this many padded entries are calibrated in float64
 _CALIBRATE_FLOAT64_MAX = 1 << 20
-# what the row centring's CG aims at, as a fraction of MAX_ROW_MEAN_RATIO's level
-_CENTERING_AIM = 0.5 * MAX_ROW_MEAN_RATIO
 
 
 # a group output larger than this is first checked for a dead activation on a sample
@@ -561,15 +630,28 @@ def _is_dead(out, act) -> bool:
     return bool(flat.any()) and not bool(act(flat).any())
 
 
+# entries per block of _rms's float32 norms
+_NORM_BLOCK = 1 << 16
+
+
 def _rms(x) -> float:
     """Root mean square of a torch tensor (in its own precision when that stays finite)."""
     import torch
 
-    x = x.detach()
-    norm = float(torch.linalg.vector_norm(x))
-    if not math.isfinite(norm) or norm == 0.0:
-        norm = float(torch.linalg.vector_norm(x, dtype=torch.float64))
-    return norm / math.sqrt(x.numel())
+    flat = x.detach().reshape(-1)
+    # torch's norm of a whole float32 tensor drifts with its size (2% low on 10^8 entries):
+    # norms of blocks of _NORM_BLOCK entries, combined in float64, stay within ~1e-6
+    n = flat.numel()
+    head = n - n % _NORM_BLOCK
+    square = 0.0
+    if head:
+        blocks = torch.linalg.vector_norm(flat[:head].view(-1, _NORM_BLOCK), dim=1)
+        square += float(blocks.double().square().sum())
+    if head < n:
+        square += float(torch.linalg.vector_norm(flat[head:]).double()) ** 2
+    if not math.isfinite(square) or square == 0.0:
+        square = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
+    return math.sqrt(square / n)
 
 
 def _std(x) -> float:

@@ -394,8 +394,18 @@ class Program:
                 return _apply(_Runner(trees[index], group, self._worth_recomputing(
                     trees[index])), ops, self.activations[group.stage], recompute)
         walk(head, front, visit)
+        return self.fused_last(front.gather(last), x)
+
+    def fused_last(self, ops: list, x):
+        """:meth:`fused` from the last group's operands (its cores and the results of the
+        groups before it, in ``groups[-1].operands`` order).
+
+        Returns
+        -------
+        y : array, shape (B, out_features)
+        """
         fg = _fused_plan(self, x)
-        ops = [do("reshape", op, shape) for op, shape in zip(front.gather(last), fg.shapes)]
+        ops = [do("reshape", op, shape) for op, shape in zip(ops, fg.shapes)]
         xp = do("reshape", _pad_columns(x, self.tz.padded_in), fg.x_shape)
         y = run_steps(fg.steps, [*ops, xp])
         y = do("reshape", y, (-1, self.tz.padded_out))

@@ -1,0 +1,114 @@
+"""Mean, RMS and row means of a generated ``W`` without forming it.
+
+When the last stage is linear, ``W`` is the last group's contraction of its cores with the
+results of the groups before it (the *last operands*). Its sum of squares is the contraction
+of that group with a copy of itself over the physical legs (every other index primed), and
+its row means are the fused schedule applied to one row ``1 / in_features``
+(:meth:`~adntn_lab.engine.program.Program.fused_last`). For a tree, whose last operands are a
+few small subtrees, both cost a tiny fraction of ``W``; calibration
+(:meth:`adntn_lab.Generator.calibrate`) then needs only one pass over the groups before the
+last, however many times it rescales or re-centres the last stage's cores.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+from .planning import contraction_tree
+from .program import Program, _contract
+from .walk import Front, walk
+
+__all__ = ["moments_are_cheap", "last_operands", "square_sum", "row_means", "with_cores",
+           "std_of"]
+
+# the doubled contraction is used when it costs at most this fraction of forming W
+_CHEAP_FRACTION = 0.25
+_TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _square_sum_tree(program: Program):
+    """The cotengra tree of the last group contracted with its primed copy (cached)."""
+    tree = _TREES.get(program)
+    if tree is None:
+        last = program.groups[-1]
+        physical = set(last.output)
+        primed = {ix: f"{ix}~" for term in last.inputs for ix in term if ix not in physical}
+        inputs = tuple(last.inputs) + tuple(tuple(primed.get(ix, ix) for ix in term)
+                                            for term in last.inputs)
+        sizes = {**program.size_dict,
+                 **{p: program.size_dict[ix] for ix, p in primed.items()}}
+        tree = _TREES[program] = contraction_tree(inputs, (), sizes, program.optimize)
+    return tree
+
+
+def moments_are_cheap(program: Program) -> bool:
+    """Whether :func:`square_sum` and :func:`row_means` can stand in for passes over ``W``:
+    a linear last stage that is not a gate chain, no padding (``W`` is the whole physical
+    tensor), and a doubled last group that costs at most ``_CHEAP_FRACTION`` of ``W``."""
+    tz = program.tz
+    last = program.groups[-1]
+    if (not program.activations[-1].is_identity or program._chains[-1] is not None
+            or len(last.operands) < 2
+            or (tz.padded_out, tz.padded_in) != (tz.out_features, tz.in_features)):
+        return False
+    doubled = float(_square_sum_tree(program).contraction_cost())
+    forming = float(program._trees[-1].contraction_cost())
+    return doubled <= _CHEAP_FRACTION * forming
+
+
+def last_operands(program: Program, arrays: dict, hook=None) -> list:
+    """Run every group but the last and return the last group's operands.
+
+    Parameters
+    ----------
+    program : Program
+    arrays : dict of str -> torch.Tensor
+        One array per core.
+    hook : callable, optional
+        ``hook(group, pre_activation) -> array``, as for
+        :meth:`~adntn_lab.engine.program.Program.run`.
+
+    Returns
+    -------
+    list of array
+        In ``program.groups[-1].operands`` order (cores from ``arrays``).
+    """
+    trees, chains = program._trees, program._chains
+
+    def visit(index, group, ops):
+        out = _contract(chains[index] or trees[index], ops, group)
+        if hook is not None:
+            out = hook(group, out)
+        return program.activations[group.stage](out)
+
+    return walk(program.groups[:-1], Front(arrays), visit).gather(program.groups[-1])
+
+
+def square_sum(program: Program, ops: list):
+    """``sum(W ** 2)`` from the last group's operands (a 0-d array of their type)."""
+    return _square_sum_tree(program).contract([*ops, *ops])
+
+
+def row_means(program: Program, ops: list):
+    """``W.mean(dim=1)`` from the last group's operands, shape (out_features,)."""
+    import torch
+
+    x = ops[0]
+    one_row = torch.full((1, program.tz.in_features), 1.0 / program.tz.in_features,
+                         dtype=x.dtype, device=x.device)
+    return program.fused_last(ops, one_row)[0]
+
+
+def with_cores(program: Program, ops: list, cores: dict) -> list:
+    """``ops`` with the last group's cores named in ``cores`` replaced."""
+    return [cores.get(name, op) for name, op in zip(program.groups[-1].operands, ops)]
+
+
+def std_of(program: Program, ops: list) -> tuple[float, float, float]:
+    """``(mean, rms, std)`` of ``W`` from the last group's operands."""
+    count = program.tz.out_features * program.tz.in_features
+    sq = float(square_sum(program, ops))
+    mean = float(row_means(program, ops).double().sum()) / program.tz.out_features
+    rms = math.sqrt(max(sq, 0.0) / count)
+    return mean, rms, math.sqrt(max(rms * rms - mean * mean, 0.0))

@@ -1,0 +1,84 @@
+"""W's sum of squares and row means from the last group's operands, against W itself, and
+calibration through them against calibration through passes over W."""
+
+import numpy as np
+import pytest
+import torch
+
+import adntn_lab as al
+import adntn_lab.generator as generator_module
+from adntn_lab.engine import weight_moments as wm
+
+# (family, in, out, options): trees, MERA, MPO, low-rank, an augmented tree, unpadded
+CASES = [
+    ("ttn", 256, 256, {}),
+    ("ttn", 400, 120, {"bond_dim": 3}),
+    ("attn", 256, 256, {}),
+    ("mera", 256, 256, {}),
+    ("mpo", 256, 256, {}),
+    ("lowrank", 256, 64, {}),
+]
+
+
+def _operands(gen):
+    arrays = {k: torch.tensor(v) for k, v in gen.params.items()}
+    return wm.last_operands(gen.program, arrays), arrays
+
+
+@pytest.mark.parametrize("family,n_in,n_out,opts", CASES)
+def test_square_sum_and_row_means_equal_those_of_w(family, n_in, n_out, opts):
+    gen = al.build(family, n_in, n_out, seed=4, **opts)
+    assert wm.moments_are_cheap(gen.program)
+    ops, _ = _operands(gen)
+    w = gen.weight()  # float64, through the ordinary executor
+    np.testing.assert_allclose(float(wm.square_sum(gen.program, ops)), np.sum(w * w),
+                               rtol=1e-12)
+    np.testing.assert_allclose(wm.row_means(gen.program, ops).numpy(), w.mean(axis=1),
+                               rtol=1e-10, atol=1e-16)
+    mean, rms, std = wm.std_of(gen.program, ops)
+    np.testing.assert_allclose([mean, rms, std], [w.mean(), np.sqrt(np.mean(w * w)), w.std()],
+                               rtol=1e-10, atol=1e-18)
+
+
+def test_with_cores_changes_only_the_named_last_stage_cores():
+    gen = al.build("ttn", 256, 256, seed=1)
+    ops, arrays = _operands(gen)
+    root = gen.program.groups[-1].stage_cores[0]
+    doubled = {root: 2.0 * arrays[root]}
+    sq = float(wm.square_sum(gen.program, wm.with_cores(gen.program, ops, doubled)))
+    # W is linear in the root: doubling it multiplies sum(W^2) by four
+    np.testing.assert_allclose(sq, 4.0 * float(wm.square_sum(gen.program, ops)), rtol=1e-12)
+
+
+def test_padded_gate_chain_and_nonlinear_last_stages_form_w():
+    padded = al.build("ttn", 250, 120)  # 250 columns padded to a product of modes
+    assert (padded.tensorization.padded_in != padded.in_features
+            or padded.tensorization.padded_out != padded.out_features)
+    assert not wm.moments_are_cheap(padded.program)
+    assert not wm.moments_are_cheap(al.build("brickwall", 256, 256).program)
+    assert not wm.moments_are_cheap(
+        al.build("ttn", 256, 256, activation=["relu", "relu", "tanh"]).program)
+
+
+@pytest.mark.parametrize("family,n_in,n_out,opts", CASES[:4])
+def test_calibration_through_moments_equals_calibration_through_w(family, n_in, n_out, opts,
+                                                                  monkeypatch):
+    by_moments = al.build(family, n_in, n_out, seed=2, **opts)
+    monkeypatch.setattr(generator_module.weight_moments, "moments_are_cheap", lambda p: False)
+    by_w = al.build(family, n_in, n_out, seed=2, **opts)
+    for name in by_w.params:
+        np.testing.assert_allclose(by_moments.params[name], by_w.params[name], rtol=1e-8,
+                                   atol=1e-12, err_msg=name)
+    w = by_moments.weight()
+    np.testing.assert_allclose(w.std(), al.default_init_std(n_in), rtol=1e-9)
+    assert abs(w.mean()) < 1e-9 * w.std()
+
+
+def test_calibration_through_moments_runs_inside_no_grad_and_inference_mode():
+    with torch.no_grad():
+        a = al.build("ttn", 256, 256, seed=3)
+    with torch.inference_mode():
+        b = al.build("ttn", 256, 256, seed=3)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    np.testing.assert_allclose(a.weight().std(), al.default_init_std(256), rtol=1e-9)
