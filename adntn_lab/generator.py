@@ -20,6 +20,7 @@ from .numerics import (
     ConditioningWarning,
     check_depth,
     check_precision,
+    frobenius_norm,
 )
 from .tensorize import Tensorization, check_features
 from .topologies import Blueprint, CoreSpec
@@ -630,28 +631,9 @@ def _is_dead(out, act) -> bool:
     return bool(flat.any()) and not bool(act(flat).any())
 
 
-# entries per block of _rms's float32 norms
-_NORM_BLOCK = 1 << 16
-
-
 def _rms(x) -> float:
-    """Root mean square of a torch tensor (in its own precision when that stays finite)."""
-    import torch
-
-    flat = x.detach().reshape(-1)
-    # torch's norm of a whole float32 tensor drifts with its size (2% low on 10^8 entries):
-    # norms of blocks of _NORM_BLOCK entries, combined in float64, stay within ~1e-6
-    n = flat.numel()
-    head = n - n % _NORM_BLOCK
-    square = 0.0
-    if head:
-        blocks = torch.linalg.vector_norm(flat[:head].view(-1, _NORM_BLOCK), dim=1)
-        square += float(blocks.double().square().sum())
-    if head < n:
-        square += float(torch.linalg.vector_norm(flat[head:]).double()) ** 2
-    if not math.isfinite(square) or square == 0.0:
-        square = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
-    return math.sqrt(square / n)
+    """Root mean square of a torch tensor."""
+    return frobenius_norm(x) / math.sqrt(x.numel())
 
 
 def _std(x) -> float:

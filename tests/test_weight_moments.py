@@ -82,3 +82,13 @@ def test_calibration_through_moments_runs_inside_no_grad_and_inference_mode():
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
     np.testing.assert_allclose(a.weight().std(), al.default_init_std(256), rtol=1e-9)
+
+
+def test_frobenius_norm_stays_accurate_on_large_float32_tensors():
+    from adntn_lab.numerics import frobenius_norm
+
+    x = torch.randn((1 << 24) + 17, generator=torch.Generator().manual_seed(0)) * 4e-3
+    exact = float(torch.linalg.vector_norm(x, dtype=torch.float64))
+    assert frobenius_norm(x) == pytest.approx(exact, rel=1e-6)
+    assert frobenius_norm(torch.full((70000,), 1e-30)) == pytest.approx(1e-30 * 70000 ** 0.5)
+    assert frobenius_norm(torch.zeros(3)) == 0.0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..numerics import frobenius_norm
+
 __all__ = ["fit_to_weight", "relative_error", "warn_if_poor"]
 
 
 def relative_error(w_gen: torch.Tensor, target: torch.Tensor) -> float:
     """``||w_gen - target||_F / ||target||_F``."""
-    return float(torch.linalg.norm(w_gen - target) / torch.linalg.norm(target).clamp_min(1e-30))
+    return frobenius_norm(w_gen - target) / max(frobenius_norm(target), 1e-30)
 
 
 def _lowrank_svd(generated, target) -> bool:
