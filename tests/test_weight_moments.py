@@ -92,3 +92,18 @@ def test_frobenius_norm_stays_accurate_on_large_float32_tensors():
     assert frobenius_norm(x) == pytest.approx(exact, rel=1e-6)
     assert frobenius_norm(torch.full((70000,), 1e-30)) == pytest.approx(1e-30 * 70000 ** 0.5)
     assert frobenius_norm(torch.zeros(3)) == 0.0
+
+
+def test_a_drawn_network_calibrates_the_same_through_moments_and_through_w(monkeypatch):
+    from designs import CUSTOM
+
+    # unpadded, and wide enough for the doubled last group to cost less than W
+    design = {**CUSTOM, "in_features": 256, "out_features": 64, "in_modes": [4, 4, 4, 4],
+              "out_modes": [4, 4, 4, 1]}
+    by_moments = al.from_graph(design, activation="relu", seed=5)
+    assert wm.moments_are_cheap(by_moments.program)
+    monkeypatch.setattr(generator_module.weight_moments, "moments_are_cheap", lambda p: False)
+    by_w = al.from_graph(design, activation="relu", seed=5)
+    for name in by_w.params:
+        np.testing.assert_allclose(by_moments.params[name], by_w.params[name], rtol=1e-8,
+                                   atol=1e-12, err_msg=name)
