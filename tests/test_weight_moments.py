@@ -50,17 +50,55 @@ def test_with_cores_changes_only_the_named_last_stage_cores():
     np.testing.assert_allclose(sq, 4.0 * float(wm.square_sum(gen.program, ops)), rtol=1e-12)
 
 
-def test_padded_gate_chain_and_nonlinear_last_stages_form_w():
-    padded = al.build("ttn", 250, 120)  # 250 columns padded to a product of modes
-    assert (padded.tensorization.padded_in != padded.in_features
-            or padded.tensorization.padded_out != padded.out_features)
-    assert not wm.moments_are_cheap(padded.program)
+@pytest.mark.parametrize("family,n_in,n_out,opts", [
+    ("ttn", 250, 120, {}),            # columns padded
+    ("mera", 1024, 1000, {}),         # rows padded
+    ("mpo", 300, 110, {"n_sites": 3}),  # rows and columns padded
+])
+def test_padded_w_has_its_moments_through_crop_masks(family, n_in, n_out, opts):
+    gen = al.build(family, n_in, n_out, seed=6, **opts)
+    tz = gen.tensorization
+    assert (tz.padded_out, tz.padded_in) != (n_out, n_in)
+    assert wm.moments_are_cheap(gen.program)
+    ops, _ = _operands(gen)
+    w = gen.weight()
+    assert w.shape == (n_out, n_in)
+    np.testing.assert_allclose(float(wm.square_sum(gen.program, ops)), np.sum(w * w),
+                               rtol=1e-12)
+    mean, rms, std = wm.std_of(gen.program, ops)
+    np.testing.assert_allclose([mean, rms, std], [w.mean(), np.sqrt(np.mean(w * w)), w.std()],
+                               rtol=1e-10, atol=1e-18)
+
+
+def test_crop_masks_sum_to_the_unpadded_block():
+    tz = al.tensorize(120, 250, n_sites=3)
+    full = np.zeros((tz.padded_out, tz.padded_in))
+    for masks in wm.crop_masks(tz):
+        term = np.ones(())
+        for mask in masks:
+            term = np.multiply.outer(term, mask)
+        full += _unpadded(term, tz)
+    expected = np.zeros_like(full)
+    expected[:120, :250] = 1.0
+    np.testing.assert_array_equal(full, expected)
+
+
+def _unpadded(wp, tz):
+    """The physical tensor as a padded (rows, columns) matrix."""
+    n = tz.n_sites
+    split = [d for pair in zip(tz.out_modes, tz.in_modes) for d in pair]
+    perm = tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2))
+    return wp.reshape(split).transpose(perm).reshape(tz.padded_out, tz.padded_in)
+
+
+def test_gate_chain_and_nonlinear_last_stages_form_w():
     assert not wm.moments_are_cheap(al.build("brickwall", 256, 256).program)
     assert not wm.moments_are_cheap(
         al.build("ttn", 256, 256, activation=["relu", "relu", "tanh"]).program)
 
 
-@pytest.mark.parametrize("family,n_in,n_out,opts", CASES[:4])
+@pytest.mark.parametrize("family,n_in,n_out,opts", [*CASES[:4], ("ttn", 250, 120, {}),
+                                                    ("mpo", 300, 110, {"n_sites": 3})])
 def test_calibration_through_moments_equals_calibration_through_w(family, n_in, n_out, opts,
                                                                   monkeypatch):
     by_moments = al.build(family, n_in, n_out, seed=2, **opts)
