@@ -145,3 +145,27 @@ def test_a_drawn_network_calibrates_the_same_through_moments_and_through_w(monke
     for name in by_w.params:
         np.testing.assert_allclose(by_moments.params[name], by_w.params[name], rtol=1e-8,
                                    atol=1e-12, err_msg=name)
+
+
+def test_a_refused_centring_warns_and_keeps_the_same_cores_on_both_paths(monkeypatch):
+    import warnings
+
+    # any centring that shrinks W counts as a cancellation: both paths must refuse it alike
+    monkeypatch.setattr(generator_module, "MAX_CENTERING_GAIN", 1.0)
+    results = []
+    for cheap in (True, False):
+        if not cheap:
+            monkeypatch.setattr(generator_module.weight_moments, "moments_are_cheap",
+                                lambda p: False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gen = al.build("ttn", 256, 256, seed=7)
+        hits = [w for w in caught if issubclass(w.category, al.ConditioningWarning)]
+        assert hits and "not centred" in str(hits[0].message)
+        results.append((gen, (hits[0].filename, hits[0].lineno)))
+    assert results[0][1] == results[1][1]  # the same line of the caller's stack
+    results = [gen for gen, _ in results]
+    for name in results[0].params:
+        np.testing.assert_allclose(results[0].params[name], results[1].params[name],
+                                   rtol=1e-8, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(results[0].weight().std(), al.default_init_std(256), rtol=1e-9)
