@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import arrays as ar
-from . import gate_kernels
+from . import gate_chain_op, gate_kernels
 
 __all__ = ["GateChain", "detect_gate_chain"]
 
@@ -101,6 +101,12 @@ class GateChain:
         state = ops[self.state]
         if self.state_order != tuple(range(len(self.state_order))):
             state = ar.do("transpose", state, self.state_order)
+        if ar.is_torch(state) and ar.compiling():
+            signature = _compiled_kernel_lines(self, state)
+            if signature is not None:  # the kernels as custom operators of the graph
+                # no method calls on the chain here: dynamo cannot guard on its methods
+                gates = [ops[index] for block in self.blocks for index, _ in block.gates]
+                return _finish(self, gate_chain_op.apply(signature, state, gates))
         plan = gate_kernels.torch_phases(self, state) if ar.is_torch(state) else None
         if plan is not None:
             gates = [ops[i] for i in self.gate_operands()]
@@ -121,6 +127,18 @@ class GateChain:
             else:
                 state = _apply_block(matrix, state, left, width, right)
         return _finish(self, state)
+
+
+def _compiled_kernel_lines(chain: GateChain, state):
+    """The kernels' signature for ``chain`` inside ``torch.compile`` (a float32/float64 CPU
+    state, not ``torch.export``, whose programs keep standard operators), or None."""
+    import torch
+
+    if (torch.compiler.is_exporting() or state.device.type != "cpu"
+            or state.dtype not in (torch.float32, torch.float64)):
+        return None
+    lines = tuple(block.lo + rel for block in chain.blocks for _, rel in block.gates)
+    return gate_chain_op.kernel_lines(tuple(chain.line_dims), lines)
 
 
 def _finish(chain: GateChain, state):
