@@ -488,9 +488,8 @@ class Generator:
             # in W's precision (torch's cascade sum; a float64 mean converts every entry and
             # is about 100x slower)
             return program.run(values).mean(dim=1).to(torch.float64)
-        x = next(iter(values.values()))
-        ones = torch.full((1, self.in_features), 1.0 / self.in_features, dtype=x.dtype)
-        return program.fused(values, ones)[0].to(torch.float64)
+        ops = weight_moments.last_operands(program, values)
+        return weight_moments.row_means(program, ops).to(torch.float64)
 
     def _balance(self) -> None:
         """Give every trainable core the same RMS without changing ``W``.

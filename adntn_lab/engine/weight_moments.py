@@ -94,12 +94,12 @@ def moments_are_cheap(program: Program) -> bool:
     a linear last stage that is not a gate chain, and doubled last groups (one per crop mask
     of a padded ``W``) that cost at most ``_CHEAP_FRACTION`` of forming ``W``."""
     last = program.groups[-1]
-    if (not program.activations[-1].is_identity or program._chains[-1] is not None
+    if (not program.activations[-1].is_identity or program.chains[-1] is not None
             or len(last.operands) < 2):
         return False
     terms = len(crop_masks(program.tz)) if _padded(program.tz) else 1
     doubled = terms * float(_square_sum_tree(program).contraction_cost())
-    forming = float(program._trees[-1].contraction_cost())
+    forming = float(program.trees()[-1].contraction_cost())
     return doubled <= _CHEAP_FRACTION * forming
 
 
@@ -120,7 +120,7 @@ def last_operands(program: Program, arrays: dict, hook=None) -> list:
     list of array
         In ``program.groups[-1].operands`` order (cores from ``arrays``).
     """
-    trees, chains = program._trees, program._chains
+    trees, chains = program.trees(), program.chains
 
     def visit(index, group, ops):
         out = _contract(chains[index] or trees[index], ops, group)
