@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from cotengra import get_symbol
 
 from .arrays import do
+from .step_products import product
 
 __all__ = ["StepPlan", "contract_tree", "plan_steps", "run_steps"]
 
@@ -94,10 +95,7 @@ def run_steps(plan: StepPlan, ops):
         if step.einsum is not None:
             values[step.node] = do("einsum", step.einsum, a, b)
             continue
-        a, b = _operand(a, *step.a), _operand(b, *step.b)
-        if step.broadcast:  # a stride-0 view: the product reads one copy for every batch
-            a = do("broadcast_to", a, (b.shape[0], *step.a[1][1:]))
-        c = do("matmul", a, b)
+        c = product(_operand(a, *step.a), _operand(b, *step.b), step.broadcast)
         c = do("reshape", c, step.dims)
         values[step.node] = c if step.out_perm is None else do("transpose", c, step.out_perm)
     return values[-1]

@@ -1,0 +1,110 @@
+"""The matrix products of :mod:`.matmul_steps` with gradients laid out for the BLAS.
+
+A step's product ``c = a @ b`` takes ``a`` of shape (nb or 1, m, k) and ``b`` of shape
+(nb, k, n). autograd's own backward of a batched product with a repeated ``a`` (the
+broadcast steps that spare a transpose of the output) forms one (m, k) gradient per batch
+and then sums them, an array ``nb`` times the gradient's size, where one accumulating product
+(``addbmm``) is enough; and it forms a small weight-shaped gradient such as (64, 512) from a
+long contraction in whichever orientation the chain rule spells, where the transposed
+product, (512, 64) then viewed back, runs faster on CPU BLAS (their kernels favour a tall
+output). :func:`product` runs large products on CPU through an autograd Function that does
+both; everything else (small products, other devices, ``torch.compile``, autocast, numpy)
+goes through the plain product.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from .arrays import compiling, do, is_torch
+
+__all__ = ["product"]
+
+# below this many multiply-adds the Function's own overhead outweighs what it saves
+_MIN_MADDS = 1 << 24
+# a gradient up to this many elements may come back as a transposed view (larger ones feed
+# further products, which would copy it)
+_MAX_TRANSPOSED = 1 << 20
+
+
+def product(a, b, broadcast: bool):
+    """``a @ b`` for one step's operands.
+
+    Parameters
+    ----------
+    a : array, shape (nb, m, k), or (1, m, k) when ``broadcast``
+    b : array, shape (nb, k, n)
+    broadcast : bool
+        ``a`` is one matrix used for every batch of ``b``.
+
+    Returns
+    -------
+    array, shape (nb, m, n)
+    """
+    if _own_backward(a, b):
+        return _function().apply(a, b)
+    if broadcast:  # a stride-0 view: the product reads one copy for every batch
+        a = do("broadcast_to", a, (b.shape[0], *a.shape[1:]))
+    return do("matmul", a, b)
+
+
+def _own_backward(a, b) -> bool:
+    if not is_torch(a) or compiling():
+        return False
+    torch = sys.modules["torch"]
+    return (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+            and a.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and b.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] >= _MIN_MADDS)
+
+
+def _summed_product(x, y):
+    """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q), computed as the
+    transposed product and viewed back when that gives the BLAS a taller output."""
+    import torch
+
+    p, q = x.shape[1], y.shape[2]
+    if p < q and p * q <= _MAX_TRANSPOSED:
+        return _summed_product(y.transpose(1, 2), x.transpose(1, 2)).transpose(0, 1)
+    if x.shape[0] == 1:
+        return torch.mm(x[0], y[0])
+    return torch.addbmm(x.new_empty((p, q)), x, y, beta=0)
+
+
+def _repeated(x, nb: int):
+    """``x`` as (nb, ., .): a stride-0 view of one row-major matrix when it holds one
+    (matmul's own broadcasting would copy it nb times; the BLAS reads a transposed view of
+    the repeated matrix more slowly than the small copy costs)."""
+    return x.contiguous().expand(nb, *x.shape[1:]) if x.shape[0] != nb else x
+
+
+@functools.cache
+def _function():
+    import torch
+
+    class StepProduct(torch.autograd.Function):
+        """``a @ b`` (``a`` repeated over ``b``'s batch when it has one matrix), with the
+        backward of :func:`_summed_product`."""
+
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return torch.matmul(_repeated(a, b.shape[0]), b)
+
+        @staticmethod
+        def backward(ctx, grad):
+            a, b = ctx.saved_tensors
+            grad_a = grad_b = None
+            if ctx.needs_input_grad[0]:
+                if a.shape[0] == 1:  # one matrix used for every batch: its gradients summed
+                    grad_a = _summed_product(grad, b.transpose(1, 2)).unsqueeze(0)
+                else:
+                    grad_a = torch.matmul(grad, b.transpose(1, 2))
+            if ctx.needs_input_grad[1]:
+                if b.shape[0] == 1:
+                    grad_b = _summed_product(a.transpose(1, 2), grad).unsqueeze(0)
+                else:
+                    grad_b = torch.matmul(_repeated(a.transpose(1, 2), grad.shape[0]), grad)
+            return grad_a, grad_b
+
+    return StepProduct
