@@ -9,10 +9,13 @@ from adntn_lab.engine import step_products
 from adntn_lab.nn import ADNTNLinear
 
 
-@pytest.fixture
-def every_product(monkeypatch):
-    """Route every product through the Function, whatever its size."""
+@pytest.fixture(params=["accumulated", "batched"])
+def every_product(request, monkeypatch):
+    """Route every product through the Function, whatever its size, with summed gradients
+    from ``addbmm`` or from one batched product and a sum."""
     monkeypatch.setattr(step_products, "_MIN_MADDS", 0)
+    monkeypatch.setattr(step_products, "_MIN_ACCUMULATED",
+                        0 if request.param == "accumulated" else 1 << 62)
 
 
 def _reference(a, b):

@@ -26,6 +26,9 @@ _MIN_MADDS = 1 << 24
 # a gradient up to this many elements may come back as a transposed view (larger ones feed
 # further products, which would copy it)
 _MAX_TRANSPOSED = 1 << 20
+# addbmm runs one product per batch: below this many multiply-adds each, one batched
+# product and a sum are faster
+_MIN_ACCUMULATED = 1 << 20
 
 
 def product(a, b, broadcast: bool):
@@ -59,8 +62,9 @@ def _own_backward(a, b) -> bool:
 
 
 def _summed_product(x, y):
-    """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q), computed as the
-    transposed product and viewed back when that gives the BLAS a taller output."""
+    """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q): accumulated in
+    one ``addbmm`` (small matrices: one ``bmm`` and a sum), computed as the transposed product
+    and viewed back when that gives the BLAS a taller output."""
     import torch
 
     p, q = x.shape[1], y.shape[2]
@@ -68,6 +72,8 @@ def _summed_product(x, y):
         return _summed_product(y.transpose(1, 2), x.transpose(1, 2)).transpose(0, 1)
     if x.shape[0] == 1:
         return torch.mm(x[0], y[0])
+    if p * q * x.shape[2] < _MIN_ACCUMULATED:
+        return torch.bmm(x, y).sum(0)
     return torch.addbmm(x.new_empty((p, q)), x, y, beta=0)
 
 
