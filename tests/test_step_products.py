@@ -11,9 +11,11 @@ from adntn_lab.nn import ADNTNLinear
 
 @pytest.fixture(params=["accumulated", "batched"])
 def every_product(request, monkeypatch):
-    """Route every product through the Function, whatever its size, with summed gradients
-    from ``addbmm`` or from one batched product and a sum."""
+    """Route every product through the Function, whatever its size (the transposed
+    orientation too), with summed gradients from ``addbmm`` or from one batched product and a
+    sum."""
     monkeypatch.setattr(step_products, "_MIN_MADDS", 0)
+    monkeypatch.setattr(step_products, "_MIN_TRANSPOSED_SIDE", 1)
     monkeypatch.setattr(step_products, "_MIN_ACCUMULATED",
                         0 if request.param == "accumulated" else 1 << 62)
 

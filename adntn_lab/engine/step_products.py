@@ -24,8 +24,10 @@ __all__ = ["product"]
 # below this many multiply-adds the Function's own overhead outweighs what it saves
 _MIN_MADDS = 1 << 24
 # a gradient up to this many elements may come back as a transposed view (larger ones feed
-# further products, which would copy it)
+# further products, which would copy it), and only one with both sides this long (a
+# product with a very narrow output, such as (256, 2), runs far slower than (2, 256))
 _MAX_TRANSPOSED = 1 << 20
+_MIN_TRANSPOSED_SIDE = 32
 # addbmm runs one product per batch: below this many multiply-adds each, one batched
 # product and a sum are faster
 _MIN_ACCUMULATED = 1 << 20
@@ -68,7 +70,7 @@ def _summed_product(x, y):
     import torch
 
     p, q = x.shape[1], y.shape[2]
-    if p < q and p * q <= _MAX_TRANSPOSED:
+    if _MIN_TRANSPOSED_SIDE <= p < q and p * q <= _MAX_TRANSPOSED:
         return _summed_product(y.transpose(1, 2), x.transpose(1, 2)).transpose(0, 1)
     if x.shape[0] == 1:
         return torch.mm(x[0], y[0])
