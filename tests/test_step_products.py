@@ -9,15 +9,14 @@ from adntn_lab.engine import step_products
 from adntn_lab.nn import ADNTNLinear
 
 
-@pytest.fixture(params=["accumulated", "batched"])
+@pytest.fixture(params=[1, 2, 4, 64])
 def every_product(request, monkeypatch):
     """Route every product through the Function, whatever its size (the transposed
-    orientation too), with summed gradients from ``addbmm`` or from one batched product and a
-    sum."""
+    orientation too), with summed gradients accumulated in blocks of this many batches
+    (2 and 4 leave a shorter last block for the batches of 5 and 6)."""
     monkeypatch.setattr(step_products, "_MIN_MADDS", 0)
     monkeypatch.setattr(step_products, "_MIN_TRANSPOSED_SIDE", 1)
-    monkeypatch.setattr(step_products, "_MIN_ACCUMULATED",
-                        0 if request.param == "accumulated" else 1 << 62)
+    monkeypatch.setattr(step_products, "_MAX_BLOCK_BATCHES", request.param)
 
 
 def _reference(a, b):

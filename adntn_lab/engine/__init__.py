@@ -8,6 +8,8 @@ One module per concern:
   arrays; schedules (materialise ``W``, or fuse the input batch into the last stage) and slicing.
 - :mod:`.matmul_steps`: each pairwise contraction of a tree laid out in advance as one (batched)
   matrix product, with every intermediate's index order chosen so no transpose is needed.
+- :mod:`.step_products`: those products on CPU with a backward laid out for the BLAS (summed
+  gradients of a repeated operand accumulated in one ``addbmm``).
 - :mod:`.gate_chains`: long chains of small 2-qubit gates (the brick-wall family) merged into
   matmul-sized blocks by a measured cost model.
 - :mod:`.lean_backward`: the low-memory backward pass that keeps only the cores and rebuilds

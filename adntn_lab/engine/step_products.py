@@ -28,9 +28,10 @@ _MIN_MADDS = 1 << 24
 # product with a very narrow output, such as (256, 2), runs far slower than (2, 256))
 _MAX_TRANSPOSED = 1 << 20
 _MIN_TRANSPOSED_SIDE = 32
-# addbmm runs one product per batch: below this many multiply-adds each, one batched
-# product and a sum are faster
-_MIN_ACCUMULATED = 1 << 20
+# summed gradients accumulate a block of at most this many batches of products at a time,
+# and a block of at most this many elements (which stays in cache)
+_MAX_BLOCK_BATCHES = 64
+_MAX_BLOCK_ELEMENTS = 1 << 20
 
 
 def product(a, b, broadcast: bool):
@@ -64,19 +65,26 @@ def _own_backward(a, b) -> bool:
 
 
 def _summed_product(x, y):
-    """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q): accumulated in
-    one ``addbmm`` (small matrices: one ``bmm`` and a sum), computed as the transposed product
-    and viewed back when that gives the BLAS a taller output."""
+    """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q), accumulated
+    block by block, computed as the transposed product and viewed back when that gives the
+    BLAS a taller output."""
     import torch
 
     p, q = x.shape[1], y.shape[2]
     if _MIN_TRANSPOSED_SIDE <= p < q and p * q <= _MAX_TRANSPOSED:
         return _summed_product(y.transpose(1, 2), x.transpose(1, 2)).transpose(0, 1)
-    if x.shape[0] == 1:
+    nb = x.shape[0]
+    if nb == 1:
         return torch.mm(x[0], y[0])
-    if p * q * x.shape[2] < _MIN_ACCUMULATED:
-        return torch.bmm(x, y).sum(0)
-    return torch.addbmm(x.new_empty((p, q)), x, y, beta=0)
+    # a block of products per call, each thread on whole matrices, summed in place: no
+    # (nb, p, q) array as one bmm makes, no (p, q) product split across threads per batch
+    # as addbmm's loop does
+    block = max(1, min(_MAX_BLOCK_BATCHES, _MAX_BLOCK_ELEMENTS // (p * q), nb))
+    acc = torch.bmm(x[:block], y[:block])
+    for start in range(block, nb, block):
+        stop = min(start + block, nb)
+        acc[: stop - start].baddbmm_(x[start:stop], y[start:stop])
+    return acc.sum(0)
 
 
 def _repeated(x, nb: int):
