@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adntn_lab.engine import step_products
+from adntn_lab.engine import _step_product_function, step_products
 from adntn_lab.nn import ADNTNLinear
 
 
@@ -97,13 +97,13 @@ def test_fused_layer_gradients_equal_autograds(monkeypatch, topology, kw):
                         **kw)
     x = torch.randn(256, 1024, dtype=torch.float64)
     calls = []
-    original = step_products._function
+    original = _step_product_function.StepProduct.apply
 
-    def counting():
+    def counting(*args):
         calls.append(1)
-        return original()
+        return original(*args)
 
-    monkeypatch.setattr(step_products, "_function", counting)
+    monkeypatch.setattr(_step_product_function.StepProduct, "apply", counting)
     ours = _layer_gradients(layer, x)
     assert calls, "no product of this layer went through the step products' backward"
     monkeypatch.setattr(step_products, "_MIN_MADDS", 1 << 62)
@@ -112,3 +112,34 @@ def test_fused_layer_gradients_equal_autograds(monkeypatch, topology, kw):
     assert not calls
     for g, r in zip(ours, plain, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_layer_runs_the_function_for_any_batch(monkeypatch, backend):
+    """Under ``torch.compile(fullgraph=True)`` the Function is traced too (its blocks loop
+    over a batch that turns symbolic on the third size) and matches eager."""
+    monkeypatch.setattr(step_products, "_MIN_MADDS", 0)
+    monkeypatch.setattr(step_products, "_MIN_TRANSPOSED_SIDE", 1)
+    monkeypatch.setattr(step_products, "_MAX_BLOCK_BATCHES", 2)
+    traced = []
+    original = _step_product_function.StepProduct.apply
+
+    def counting(*args):
+        traced.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_step_product_function.StepProduct, "apply", counting)
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    layer = ADNTNLinear(64, 64, topology="ttn", bond_dim=4, schedule="fused",
+                        dtype=torch.float64)
+    compiled = torch.compile(layer, fullgraph=True, backend=backend)
+    for batch in (5, 3, 7, 11):
+        x = torch.randn(batch, 64, dtype=torch.float64)
+        before = len(traced)
+        ours = _layer_gradients(compiled, x)
+        if batch == 5:  # the first call traces: the graph holds the Function
+            assert len(traced) > before
+        eager = _layer_gradients(layer, x)
+        for g, r in zip(ours, eager, strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)

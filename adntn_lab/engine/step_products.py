@@ -14,10 +14,9 @@ goes through the plain product.
 
 from __future__ import annotations
 
-import functools
 import sys
 
-from .arrays import compiling, do, is_torch
+from .arrays import do, is_torch
 
 __all__ = ["product"]
 
@@ -49,16 +48,20 @@ def product(a, b, broadcast: bool):
     array, shape (nb, m, n)
     """
     if _own_backward(a, b):
-        return _function().apply(a, b)
+        from ._step_product_function import StepProduct  # imports torch
+
+        return StepProduct.apply(a, b)
     if broadcast:  # a stride-0 view: the product reads one copy for every batch
         a = do("broadcast_to", a, (b.shape[0], *a.shape[1:]))
     return do("matmul", a, b)
 
 
 def _own_backward(a, b) -> bool:
-    if not is_torch(a) or compiling():
+    if not is_torch(a):
         return False
     torch = sys.modules["torch"]
+    if torch.compiler.is_exporting():  # an exported program holds standard operators only
+        return False
     return (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
             and a.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and b.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] >= _MIN_MADDS)
@@ -92,35 +95,3 @@ def _repeated(x, nb: int):
     (matmul's own broadcasting would copy it nb times; the BLAS reads a transposed view of
     the repeated matrix more slowly than the small copy costs)."""
     return x.contiguous().expand(nb, *x.shape[1:]) if x.shape[0] != nb else x
-
-
-@functools.cache
-def _function():
-    import torch
-
-    class StepProduct(torch.autograd.Function):
-        """``a @ b`` (``a`` repeated over ``b``'s batch when it has one matrix), with the
-        backward of :func:`_summed_product`."""
-
-        @staticmethod
-        def forward(ctx, a, b):
-            ctx.save_for_backward(a, b)
-            return torch.matmul(_repeated(a, b.shape[0]), b)
-
-        @staticmethod
-        def backward(ctx, grad):
-            a, b = ctx.saved_tensors
-            grad_a = grad_b = None
-            if ctx.needs_input_grad[0]:
-                if a.shape[0] == 1:  # one matrix used for every batch: its gradients summed
-                    grad_a = _summed_product(grad, b.transpose(1, 2)).unsqueeze(0)
-                else:
-                    grad_a = torch.matmul(grad, b.transpose(1, 2))
-            if ctx.needs_input_grad[1]:
-                if b.shape[0] == 1:
-                    grad_b = _summed_product(a.transpose(1, 2), grad).unsqueeze(0)
-                else:
-                    grad_b = torch.matmul(_repeated(a.transpose(1, 2), grad.shape[0]), grad)
-            return grad_a, grad_b
-
-    return StepProduct
