@@ -34,6 +34,7 @@ CASES = {
     "brickwall-256-b64": ("brickwall", 256, 64, "auto", dict(depth=3)),
     "mpo-1024-b64": ("mpo", 1024, 64, "auto", dict(bond_dim=4)),
     "ttn-1024-b256": ("ttn", 1024, 256, "auto", dict(bond_dim=4)),
+    "ttn-4096-b256": ("ttn", 4096, 256, "auto", dict(bond_dim=8)),
 }
 QUICK = ["ttn-256-b64-materialize", "ttn-256-b64-fused", "mera-256-b64"]
 

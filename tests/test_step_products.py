@@ -139,8 +139,8 @@ def test_compiled_graph_holds_the_function(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_compiled_layer_runs_the_function_for_any_batch(monkeypatch, backend):
-    """Under ``torch.compile(fullgraph=True)`` the Function is traced too (its blocks loop
-    over a batch that turns symbolic on the third size) and matches eager."""
+    """Under ``torch.compile(fullgraph=True)`` the Function is traced too, for a batch that
+    turns symbolic on the third size, and matches eager (which sums in blocks of two)."""
     layer = _small_compiled_setup(monkeypatch)
     compiled = torch.compile(layer, fullgraph=True, backend=backend)
     for batch in (5, 3, 7, 11):

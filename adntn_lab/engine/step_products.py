@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from .arrays import do, is_torch
+from .arrays import compiling, do, is_torch
 
 __all__ = ["product"]
 
@@ -69,8 +69,8 @@ def _own_backward(a, b) -> bool:
 
 def _summed_product(x, y):
     """``sum_i x[i] @ y[i]`` for x (nb, p, r) and y (nb, r, q), shape (p, q), accumulated
-    block by block, computed as the transposed product and viewed back when that gives the
-    BLAS a taller output."""
+    block by block (in a compiled graph: one ``addbmm``), computed as the transposed product
+    and viewed back when that gives the BLAS a taller output."""
     import torch
 
     p, q = x.shape[1], y.shape[2]
@@ -79,6 +79,8 @@ def _summed_product(x, y):
     nb = x.shape[0]
     if nb == 1:
         return torch.mm(x[0], y[0])
+    if compiling():  # a compiled graph would copy the block after every in-place step
+        return torch.addbmm(x.new_zeros((p, q)), x, y)
     # a block of products per call, each thread on whole matrices, summed in place: no
     # (nb, p, q) array as one bmm makes, no (p, q) product split across threads per batch
     # as addbmm's loop does
