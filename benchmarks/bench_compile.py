@@ -7,7 +7,7 @@ out of the step time (the first calls, which trace and compile, are warm-up). Ga
 (brick-wall) unroll into many small operations, which makes their compile slow (minutes on
 a small CPU): that case runs only without ``--quick``.
 
-Run:  python benchmarks/bench_compile.py [--quick] [--only NAME ...]
+Run:  python benchmarks/bench_compile.py [--quick] [--only NAME ...] [--allocator system]
 Writes benchmarks/results/compile.json (compile_quick.json with --quick) and prints a table.
 """
 
@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, timeit, write  # noqa: E402
 
+import adntn_lab as al  # noqa: E402
 from adntn_lab.nn import ADNTNLinear  # noqa: E402
 
 #: name -> (family, features, batch, schedule, options)
@@ -71,7 +72,12 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small cases only, few repeats")
     p.add_argument("--only", nargs="*", choices=sorted(CASES), help="run these cases")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--allocator", choices=["tuned", "system"], default="tuned",
+                   help="glibc thresholds raised (al.tune_allocator, as the other step "
+                        "benchmarks) or left as the system sets them")
     args = p.parse_args(argv)
+    if args.allocator == "tuned":
+        al.tune_allocator()
     torch.set_num_threads(args.threads)
     names = args.only or (QUICK if args.quick else list(CASES))
     rows = [bench(name, 10 if args.quick else 20) for name in names]
@@ -81,7 +87,8 @@ def main(argv=None):
         print(f"| {r['case']} | {r['schedule']} | {r['eager_s'] * 1e3:.2f} ms | "
               f"{r['compiled_s'] * 1e3:.2f} ms | {r['compiled_over_eager']:.2f} | "
               f"{r['compile_s']:.1f} s |")
-    path = write("compile_quick" if args.quick else "compile", {"rows": rows})
+    path = write("compile_quick" if args.quick else "compile",
+                 {"threads": args.threads, "allocator": args.allocator, "rows": rows})
     print(f"\nmachine: {json.dumps(machine())}\nwritten to {path}")
 
 
