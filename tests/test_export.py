@@ -184,6 +184,41 @@ def test_load_refuses_another_architecture_naming_the_module(tmp_path):
         load_compressed(fc2(), other)
 
 
+def _grouped_net(groups=4, padding_mode="reflect", stride=1):
+    return nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, padding_mode=padding_mode),
+                         nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, stride=stride, padding=1, groups=groups),
+                         nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False))
+
+
+def test_save_load_grouped_and_padded_convolutions_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    net = perturb(compress_model(_grouped_net(), "ttn", bond_dim=2, min_params=0)).eval()
+    kinds = {r["name"]: r.get("family") for r in net.adntn_summary}
+    assert kinds == {"0": "ttn", "2": "ttn", "4": "ttn"}
+    assert (net[2].groups, net[0].padding_mode, net[4].groups) == (4, "reflect", 16)
+    path = save_compressed(net, tmp_path / "grouped.safetensors")
+    fresh = load_compressed(_grouped_net(), path).eval()
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), net(x))
+    assert (fresh[2].groups, fresh[0].padding_mode) == (4, "reflect")
+    with pytest.raises(ValueError, match="module '2' does not match the file: groups is 2 in "
+                                         "the model but 4 in the file"):
+        load_compressed(_grouped_net(groups=2), path)
+    with pytest.raises(ValueError, match="module '0' does not match the file: padding_mode is "
+                                         "'zeros' in the model but 'reflect' in the file"):
+        load_compressed(_grouped_net(padding_mode="zeros"), path)
+    with pytest.raises(ValueError, match=r"module '2' does not match the file: stride is "
+                                         r"\[2, 2\] in the model but \[1, 1\] in the file"):
+        load_compressed(_grouped_net(stride=2), path)
+    # a dense copy of the whole network computes the same function
+    dense = decompress_model(net).eval()
+    assert type(dense[2]) is nn.Conv2d and dense[2].groups == 4
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), net(x), rtol=1e-5, atol=1e-6)
+
+
 def test_save_refuses_unnamed_activation(tmp_path):
     def shifted(x):
         return x - 0.1

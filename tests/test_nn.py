@@ -163,20 +163,60 @@ def test_conv_equals_f_conv2d_with_generated_kernel(variant):
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    ({"groups": 3}, "groups=1"),
-    ({"padding_mode": "reflect"}, "padding_mode='zeros'"),
+    ({"groups": 4}, "groups=4 must divide both in_channels=6"),
+    ({"groups": 0}, "groups must be a positive integer"),
+    ({"padding_mode": "mirror"}, "padding_mode must be one of"),
     ({"padding": "same", "stride": 2}, "stride=1"),
 ])
-def test_conv_unsupported_options(kwargs, fragment):
+def test_conv_options_nn_conv2d_rejects_are_refused_with_the_reason(kwargs, fragment):
     with pytest.raises(ValueError) as info:
         ADNTNConv2d(6, 6, 3, **kwargs)
     assert fragment in str(info.value)
 
 
-def test_conv_groups_two_is_refused_with_advice():
-    with pytest.raises(ValueError, match="groups") as info:
-        ADNTNConv2d(4, 4, 3, groups=2)
-    assert "dense" in str(info.value)
+GROUPED_VARIANTS = [
+    dict(in_channels=6, out_channels=4, groups=2, padding=1),
+    dict(in_channels=8, out_channels=8, groups=8, padding=1, stride=2),  # depthwise
+    dict(in_channels=4, out_channels=12, groups=4, padding="same", dilation=2),  # multiplier 3
+    dict(in_channels=3, out_channels=5, padding=(2, 1), padding_mode="reflect"),
+    dict(in_channels=4, out_channels=4, groups=2, padding=1, padding_mode="replicate"),
+    dict(in_channels=3, out_channels=6, padding="same", padding_mode="circular", dilation=(1, 2)),
+    dict(in_channels=3, out_channels=3, padding="valid", padding_mode="reflect"),
+]
+
+
+@pytest.mark.parametrize("variant", GROUPED_VARIANTS, ids=lambda v: "-".join(
+    f"{k}={v[k]}" for k in ("groups", "padding", "padding_mode") if k in v))
+def test_grouped_and_padded_conv_equals_nn_conv2d_holding_the_generated_kernel(variant):
+    torch.manual_seed(0)
+    layer = ADNTNConv2d(kernel_size=3, dtype=torch.float64, bond_dim=2, **variant)
+    cin, cout, g = variant["in_channels"], variant["out_channels"], variant.get("groups", 1)
+    W = layer.export_generator().weight()  # numpy, (C_out, C_in/groups*kh*kw)
+    assert W.shape == (cout, cin // g * 9)
+    dense = nn.Conv2d(kernel_size=3, dtype=torch.float64, **variant)
+    with torch.no_grad():
+        dense.weight.copy_(torch.from_numpy(W.reshape(cout, cin // g, 3, 3)))
+        dense.bias.copy_(layer.bias)
+    x = torch.randn(2, cin, 9, 10, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-10, atol=1e-12)
+    back = layer.to_dense()
+    assert (back.groups, back.padding_mode, back.padding) == (dense.groups, dense.padding_mode,
+                                                             dense.padding)
+    torch.testing.assert_close(back(x), dense(x), rtol=1e-10, atol=1e-12)
+    # calibrated to nn.Conv2d's kernel std, whose fan-in is that of one group
+    assert W.std() * (3 * (cin // g) * 9) ** 0.5 == pytest.approx(1.0, rel=1e-6)
+    layer(x).square().sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_from_conv_fits_a_depthwise_kernel():
+    torch.manual_seed(0)
+    dense = nn.Conv2d(8, 8, 3, groups=8, padding=1, padding_mode="reflect")
+    layer = ADNTNConv2d.from_conv(dense, "lowrank", rank=8, fit_steps=300, lr=0.05)
+    assert layer.groups == 8 and layer.padding_mode == "reflect"
+    assert layer.fit_error < 1e-3  # rank 8 holds an 8x9 matrix exactly
+    x = torch.randn(2, 8, 7, 7)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-3, atol=1e-3)
 
 
 def test_conv_extra_repr_and_backward():

@@ -1,8 +1,8 @@
 """``compress_model``: replace a model's dense layers by generated ones.
 
-Covered: ``nn.Linear``, ``nn.Conv2d`` (groups=1, zero padding), transformers' GPT-2-style
-``Conv1D`` and ``nn.MultiheadAttention`` (packed in-projection as one generated weight).
-Everything else is named in the summary with the reason it stayed dense.
+Covered: ``nn.Linear``, ``nn.Conv2d`` (grouped and depthwise too, every padding mode),
+transformers' GPT-2-style ``Conv1D`` and ``nn.MultiheadAttention`` (packed in-projection as
+one generated weight). Everything else is named in the summary with the reason it stayed dense.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from ..resources import ResourceLimitError
 from .attention import ADNTNMultiheadAttention
-from .conv import ADNTNConv2d, check_conv_options
+from .conv import ADNTNConv2d
 from .conv1d import ADNTNConv1D, conv1d_class
 from .linear import ADNTNLinear, GeneratedLayer
 
@@ -220,15 +220,6 @@ def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exc
         if before < min_params:
             summary.append(_kept(row, f"< min_params={min_params}"))
             continue
-        if kind == "Conv2d":
-            try:
-                check_conv_options(module.groups, module.padding_mode, module.padding,
-                                   module.stride)
-            except ValueError as err:
-                if include is not None:
-                    raise ValueError(f"layer {aliases[0]!r}: {err}") from None
-                summary.append(_kept(row, str(err)))
-                continue
         try:
             layer = _generated(module, kind, topology, fit_steps, lr, build_options)
         except ResourceLimitError as err:  # refused before allocating: say which layer
@@ -303,8 +294,9 @@ def _generated(module, kind, topology, fit_steps, lr, options):
         return ADNTNLinear.from_linear(module, topology, fit_steps=fit_steps, lr=lr, **options)
     if kind == "Conv2d":
         return ADNTNConv2d(module.in_channels, module.out_channels, module.kernel_size,
-                           module.stride, module.padding, module.dilation,
-                           bias=module.bias is not None, topology=topology, **factory, **options)
+                           module.stride, module.padding, module.dilation, module.groups,
+                           module.bias is not None, module.padding_mode, topology=topology,
+                           **factory, **options)
     if kind == "Conv1D":
         return ADNTNConv1D(module.nf, module.nx, topology=topology, **factory, **options)
     return ADNTNLinear(module.in_features, module.out_features, bias=module.bias is not None,

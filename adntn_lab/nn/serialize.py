@@ -77,7 +77,8 @@ def _layer_config(layer, kind: str) -> dict:
                 "kernel_size": list(layer.kernel_size), "stride": list(layer.stride),
                 "padding": layer.padding if isinstance(layer.padding, str)
                 else list(layer.padding),
-                "dilation": list(layer.dilation), "bias": layer.bias is not None}
+                "dilation": list(layer.dilation), "groups": layer.groups,
+                "padding_mode": layer.padding_mode, "bias": layer.bias is not None}
     return {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "schedule": layer.schedule}
 
@@ -270,6 +271,19 @@ _DENSE = {"linear": "nn.Linear", "conv2d": "nn.Conv2d", "conv1d": "transformers 
           "multihead_attention": "nn.MultiheadAttention"}
 
 
+# files written before groups and padding modes were saved hold ordinary convolutions
+_CONV_DEFAULTS = {"groups": 1, "padding_mode": "zeros"}
+
+
+def _conv_config(conv: nn.Conv2d) -> dict:
+    """The options of a dense convolution that a generated one must share, as saved."""
+    return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+            "kernel_size": list(conv.kernel_size), "stride": list(conv.stride),
+            "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
+            "dilation": list(conv.dilation), "groups": conv.groups,
+            "padding_mode": conv.padding_mode, "bias": conv.bias is not None}
+
+
 def _check_dense(entry: dict, module: nn.Module) -> None:
     """Refuse a dense module of another type or shape than the one the file replaced."""
     kind, cfg, name = entry["kind"], entry["config"], entry["name"]
@@ -280,10 +294,8 @@ def _check_dense(entry: dict, module: nn.Module) -> None:
         want = {k: cfg[k] for k in ("in_features", "out_features", "bias")}
     elif kind == "conv2d":
         ok = isinstance(module, nn.Conv2d)
-        have = ok and {"in_channels": module.in_channels, "out_channels": module.out_channels,
-                       "kernel_size": list(module.kernel_size),
-                       "bias": module.bias is not None}
-        want = {k: cfg[k] for k in ("in_channels", "out_channels", "kernel_size", "bias")}
+        have = ok and _conv_config(module)
+        want = {k: cfg.get(k, _CONV_DEFAULTS.get(k)) for k in have} if ok else {}
     elif kind == "conv1d":
         cls = conv1d_class()
         ok = cls is not None and isinstance(module, cls)
@@ -300,7 +312,7 @@ def _check_dense(entry: dict, module: nn.Module) -> None:
     if have != want:
         diff = {k: (have[k], want[k]) for k in want if have[k] != want[k]}
         raise ValueError(f"module {name!r} does not match the file: "
-                         + ", ".join(f"{k} is {h} in the model but {w} in the file"
+                         + ", ".join(f"{k} is {h!r} in the model but {w!r} in the file"
                                      for k, (h, w) in diff.items()))
 
 
@@ -317,7 +329,8 @@ def _build_layer(entry: dict, device, dtype) -> nn.Module:
         padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
         return ADNTNConv2d(cfg["in_channels"], cfg["out_channels"], tuple(cfg["kernel_size"]),
                            tuple(cfg["stride"]), padding, tuple(cfg["dilation"]),
-                           bias=cfg["bias"], generator=gens[""], **factory)
+                           cfg.get("groups", 1), cfg["bias"],
+                           cfg.get("padding_mode", "zeros"), generator=gens[""], **factory)
     return ADNTNLinear(cfg["in_features"], cfg["out_features"], bias=cfg["bias"],
                        schedule=cfg["schedule"], generator=gens[""], **factory)
 
