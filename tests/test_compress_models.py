@@ -279,7 +279,7 @@ def test_shared_module_replaced_once_under_every_name_and_tie_kept():
 
 def test_patterns_match_full_names_and_unknown_patterns_suggest_close_ones(capsys):
     model = Shared()
-    with pytest.raises(ValueError, match="match no Linear/Conv2d") as info:
+    with pytest.raises(ValueError, match="match no Linear/Conv1d/Conv2d") as info:
         compress_model(model, include=["encc"])
     assert "'enc'" in str(info.value)  # the close match
     with pytest.raises(ValueError, match=r"exclude pattern\(s\) \['hed'\]") as info:

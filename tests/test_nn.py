@@ -299,7 +299,7 @@ def test_compress_include_exclude_and_min_params():
     none = compress_model(model, min_params=10**6, bond_dim=2)
     assert n_params(none) == n_params(model)
     assert all("kept dense" in s["status"] for s in none.adntn_summary)
-    with pytest.raises(ValueError, match="match no Linear/Conv2d") as info:
+    with pytest.raises(ValueError, match="match no Linear/Conv1d/Conv2d") as info:
         compress_model(model, include=["classifier"])
     assert "fc1" in str(info.value)
     with pytest.raises(TypeError, match="nn.Module"):

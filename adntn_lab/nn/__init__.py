@@ -8,7 +8,7 @@ from .compress import (
     format_summary,
     generated_modules,
 )
-from .conv import ADNTNConv2d
+from .conv import ADNTNConv1d, ADNTNConv2d, ADNTNConv3d
 from .conv1d import ADNTNConv1D
 from .fit import fit_to_weight, relative_error
 from .linear import ADNTNLinear, GeneratedWeight
@@ -16,7 +16,9 @@ from .serialize import decompress_model, load_compressed, read_header, save_comp
 
 __all__ = [
     "ADNTNConv1D",
+    "ADNTNConv1d",
     "ADNTNConv2d",
+    "ADNTNConv3d",
     "ADNTNLinear",
     "ADNTNMultiheadAttention",
     "CompressionSummary",

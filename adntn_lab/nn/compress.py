@@ -1,8 +1,9 @@
 """``compress_model``: replace a model's dense layers by generated ones.
 
-Covered: ``nn.Linear``, ``nn.Conv2d`` (grouped and depthwise too, every padding mode),
-transformers' GPT-2-style ``Conv1D`` and ``nn.MultiheadAttention`` (packed in-projection as
-one generated weight). Everything else is named in the summary with the reason it stayed dense.
+Covered: ``nn.Linear``, ``nn.Conv1d``/``Conv2d``/``Conv3d`` (grouped and depthwise too, every
+padding mode), transformers' GPT-2-style ``Conv1D`` and ``nn.MultiheadAttention`` (packed
+in-projection as one generated weight). Everything else is named in the summary with the reason
+it stayed dense.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from torch import nn
 
 from ..resources import ResourceLimitError
 from .attention import ADNTNMultiheadAttention
-from .conv import ADNTNConv2d
+from .conv import CONV_TYPES
 from .conv1d import ADNTNConv1D, conv1d_class
 from .linear import ADNTNLinear, GeneratedLayer
 
 __all__ = ["CompressionSummary", "adntn_layers", "compress_model", "format_summary",
            "generated_modules", "module_names"]
 
-SUPPORTED = "Linear/Conv2d/Conv1D/MultiheadAttention"
+SUPPORTED = "Linear/Conv1d/Conv2d/Conv3d/Conv1D/MultiheadAttention"
+#: generated replacement of each torch convolution, by kind
+_CONVS = {dense.__name__: generated for dense, generated in CONV_TYPES.items()}
 #: every module class whose weights are generated
 GENERATED_TYPES = (GeneratedLayer, ADNTNMultiheadAttention)
 
@@ -82,8 +85,9 @@ def _kind(module: nn.Module) -> str | None:
         return "MultiheadAttention"
     if isinstance(module, nn.Linear):
         return "Linear"
-    if isinstance(module, nn.Conv2d):
-        return "Conv2d"
+    for dense in CONV_TYPES:
+        if isinstance(module, dense):
+            return dense.__name__
     conv1d = conv1d_class()
     if conv1d is not None and isinstance(module, conv1d):
         return "Conv1D"
@@ -154,7 +158,7 @@ def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exc
     include, exclude : str or list of str, optional
         Full module names or fnmatch patterns (``"fc1"``, ``"features.*"``); a pattern that
         matches no module is an error that lists close matches. By default every supported
-        layer (nn.Linear, nn.Conv2d, transformers' Conv1D, nn.MultiheadAttention) is a
+        layer (nn.Linear, nn.Conv1d/2d/3d, transformers' Conv1D, nn.MultiheadAttention) is a
         candidate. A module registered under two names is replaced under both (one
         generated layer); a layer whose weight is tied to another module's parameter (GPT-2's
         ``lm_head.weight is wte.weight``) stays dense, since replacing it would untie them.
@@ -286,17 +290,18 @@ def _generated(module, kind, topology, fit_steps, lr, options):
         return ADNTNMultiheadAttention.from_attention(module, topology, fit_steps=fit_steps,
                                                       lr=lr, **options)
     if fit_steps > 0:
-        if kind == "Conv2d":
-            return ADNTNConv2d.from_conv(module, topology, fit_steps=fit_steps, lr=lr, **options)
+        if kind in _CONVS:
+            return _CONVS[kind].from_conv(module, topology, fit_steps=fit_steps, lr=lr,
+                                          **options)
         if kind == "Conv1D":
             return ADNTNConv1D.from_conv1d(module, topology, fit_steps=fit_steps, lr=lr,
                                            **options)
         return ADNTNLinear.from_linear(module, topology, fit_steps=fit_steps, lr=lr, **options)
-    if kind == "Conv2d":
-        return ADNTNConv2d(module.in_channels, module.out_channels, module.kernel_size,
-                           module.stride, module.padding, module.dilation, module.groups,
-                           module.bias is not None, module.padding_mode, topology=topology,
-                           **factory, **options)
+    if kind in _CONVS:
+        return _CONVS[kind](module.in_channels, module.out_channels, module.kernel_size,
+                            module.stride, module.padding, module.dilation, module.groups,
+                            module.bias is not None, module.padding_mode, topology=topology,
+                            **factory, **options)
     if kind == "Conv1D":
         return ADNTNConv1D(module.nf, module.nx, topology=topology, **factory, **options)
     return ADNTNLinear(module.in_features, module.out_features, bias=module.bias is not None,

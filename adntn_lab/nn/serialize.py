@@ -22,7 +22,7 @@ from ..families import FAMILIES
 from ..generator import Generator, build
 from .attention import ADNTNMultiheadAttention
 from .compress import GENERATED_TYPES, generated_modules, module_names
-from .conv import ADNTNConv2d
+from .conv import ADNTNConv1d, ADNTNConv2d, ADNTNConv3d
 from .conv1d import ADNTNConv1D, conv1d_class
 from .linear import ADNTNLinear
 
@@ -57,10 +57,26 @@ def _replace(model: nn.Module, names, layer: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------- header entries
+# generated torch convolutions by their kind in a file ("conv1d" is transformers' Conv1D)
+_CONV_KINDS = {"nn_conv1d": ADNTNConv1d, "conv2d": ADNTNConv2d, "conv3d": ADNTNConv3d}
+
+# files written before groups and padding modes were saved hold ordinary convolutions
+_CONV_DEFAULTS = {"groups": 1, "padding_mode": "zeros"}
+
+
+def _conv_config(conv: nn.Module) -> dict:
+    """The options a dense convolution and its generated replacement share, as saved."""
+    return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
+            "kernel_size": list(conv.kernel_size), "stride": list(conv.stride),
+            "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
+            "dilation": list(conv.dilation), "groups": conv.groups,
+            "padding_mode": conv.padding_mode, "bias": conv.bias is not None}
+
+
 def _kind(layer) -> str:
     # ADNTNConv1D before ADNTNLinear: it is a subclass
     for cls, kind in ((ADNTNMultiheadAttention, "multihead_attention"),
-                      (ADNTNConv1D, "conv1d"), (ADNTNConv2d, "conv2d"),
+                      (ADNTNConv1D, "conv1d"), *((c, k) for k, c in _CONV_KINDS.items()),
                       (ADNTNLinear, "linear")):
         if isinstance(layer, cls):
             return kind
@@ -72,13 +88,8 @@ def _layer_config(layer, kind: str) -> dict:
         return layer.config()
     if kind == "conv1d":
         return {"nf": layer.nf, "nx": layer.nx, "schedule": layer.schedule}
-    if kind == "conv2d":
-        return {"in_channels": layer.in_channels, "out_channels": layer.out_channels,
-                "kernel_size": list(layer.kernel_size), "stride": list(layer.stride),
-                "padding": layer.padding if isinstance(layer.padding, str)
-                else list(layer.padding),
-                "dilation": list(layer.dilation), "groups": layer.groups,
-                "padding_mode": layer.padding_mode, "bias": layer.bias is not None}
+    if kind in _CONV_KINDS:
+        return _conv_config(layer)
     return {"in_features": layer.in_features, "out_features": layer.out_features,
             "bias": layer.bias is not None, "schedule": layer.schedule}
 
@@ -267,21 +278,9 @@ def _dense_module(model: nn.Module, name: str) -> nn.Module:
     return module
 
 
-_DENSE = {"linear": "nn.Linear", "conv2d": "nn.Conv2d", "conv1d": "transformers Conv1D",
-          "multihead_attention": "nn.MultiheadAttention"}
-
-
-# files written before groups and padding modes were saved hold ordinary convolutions
-_CONV_DEFAULTS = {"groups": 1, "padding_mode": "zeros"}
-
-
-def _conv_config(conv: nn.Conv2d) -> dict:
-    """The options of a dense convolution that a generated one must share, as saved."""
-    return {"in_channels": conv.in_channels, "out_channels": conv.out_channels,
-            "kernel_size": list(conv.kernel_size), "stride": list(conv.stride),
-            "padding": conv.padding if isinstance(conv.padding, str) else list(conv.padding),
-            "dilation": list(conv.dilation), "groups": conv.groups,
-            "padding_mode": conv.padding_mode, "bias": conv.bias is not None}
+_DENSE = {"linear": "nn.Linear", "conv1d": "transformers Conv1D",
+          "multihead_attention": "nn.MultiheadAttention",
+          **{k: f"nn.{c._dense.__name__}" for k, c in _CONV_KINDS.items()}}
 
 
 def _check_dense(entry: dict, module: nn.Module) -> None:
@@ -292,8 +291,8 @@ def _check_dense(entry: dict, module: nn.Module) -> None:
         have = ok and {"in_features": module.in_features, "out_features": module.out_features,
                        "bias": module.bias is not None}
         want = {k: cfg[k] for k in ("in_features", "out_features", "bias")}
-    elif kind == "conv2d":
-        ok = isinstance(module, nn.Conv2d)
+    elif kind in _CONV_KINDS:
+        ok = isinstance(module, _CONV_KINDS[kind]._dense)
         have = ok and _conv_config(module)
         want = {k: cfg.get(k, _CONV_DEFAULTS.get(k)) for k in have} if ok else {}
     elif kind == "conv1d":
@@ -325,12 +324,12 @@ def _build_layer(entry: dict, device, dtype) -> nn.Module:
     if kind == "conv1d":
         return ADNTNConv1D(cfg["nf"], cfg["nx"], schedule=cfg["schedule"], generator=gens[""],
                            **factory)
-    if kind == "conv2d":
+    if kind in _CONV_KINDS:
         padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
-        return ADNTNConv2d(cfg["in_channels"], cfg["out_channels"], tuple(cfg["kernel_size"]),
-                           tuple(cfg["stride"]), padding, tuple(cfg["dilation"]),
-                           cfg.get("groups", 1), cfg["bias"],
-                           cfg.get("padding_mode", "zeros"), generator=gens[""], **factory)
+        return _CONV_KINDS[kind](cfg["in_channels"], cfg["out_channels"],
+                                 tuple(cfg["kernel_size"]), tuple(cfg["stride"]), padding,
+                                 tuple(cfg["dilation"]), cfg.get("groups", 1), cfg["bias"],
+                                 cfg.get("padding_mode", "zeros"), generator=gens[""], **factory)
     return ADNTNLinear(cfg["in_features"], cfg["out_features"], bias=cfg["bias"],
                        schedule=cfg["schedule"], generator=gens[""], **factory)
 
