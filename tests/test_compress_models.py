@@ -277,6 +277,19 @@ def test_shared_module_replaced_once_under_every_name_and_tie_kept():
     assert new(torch.randn(2, 64)).shape == (2, 10)
 
 
+def test_lazy_modules_are_refused_until_a_forward_pass_sizes_them():
+    model = nn.Sequential(nn.LazyConv2d(16, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(ValueError, match=r"but 0 \(LazyConv2d\), 3 \(LazyLinear\) still "
+                                         r"hold uninitialised lazy parameters; run one "
+                                         r"forward pass"):
+        compress_model(model)
+    model(torch.randn(1, 3, 8, 8))  # now a Conv2d(3, 16, 3) and a Linear(576, 10)
+    new = compress_model(model, "mpo", bond_dim=2)
+    assert {r["name"]: r["shape"] for r in new.adntn_summary} == {"0": (16, 3, 3, 3),
+                                                                  "3": (10, 576)}
+    assert new(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
 def test_patterns_match_full_names_and_unknown_patterns_suggest_close_ones(capsys):
     model = Shared()
     with pytest.raises(ValueError, match="match no Linear/Conv1d/Conv2d") as info:

@@ -182,6 +182,7 @@ def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exc
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"compress_model needs an nn.Module, got {type(model).__name__}")
+    _refuse_lazy(model)
     new = copy.deepcopy(model)
     names = module_names(new)
     modules = {id(m): m for m in new.modules()}
@@ -246,6 +247,17 @@ def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exc
     if verbose:
         print(format_summary(summary))
     return new
+
+
+def _refuse_lazy(model: nn.Module) -> None:
+    """Lazy modules (nn.LazyLinear, nn.LazyConv2d, ...) have no weight shape until their first
+    forward pass, so nothing could be sized for them yet."""
+    lazy = [f"{n or '(the model)'} ({type(m).__name__})" for n, m in model.named_modules()
+            if any(nn.parameter.is_lazy(p) for p in m.parameters(recurse=False))]
+    if lazy:
+        raise ValueError(f"compress_model needs every weight's shape, but {', '.join(lazy)} "
+                         "still hold uninitialised lazy parameters; run one forward pass "
+                         "(model(example_input)) first, then compress")
 
 
 def _row(aliases, module, kind) -> dict:
