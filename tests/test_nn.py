@@ -442,6 +442,28 @@ def test_layers_build_under_no_grad_and_inference_mode(mode):
     assert not torch.equal(lin.weight.detach(), before)
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_whole_models_compress_load_and_decompress_under_no_grad_and_inference_mode(
+        mode, tmp_path):
+    from adntn_lab.nn import decompress_model, load_compressed, save_compressed
+
+    torch.manual_seed(0)
+    model, fresh = LeNet5(), LeNet5()  # built outside: their parameters are ordinary tensors
+    with mode():
+        small = compress_model(model, "mpo", bond_dim=2)
+        path = save_compressed(small, tmp_path / "lenet.safetensors")
+        loaded = load_compressed(fresh, path)
+        dense = decompress_model(small)
+    for net in (small, loaded, dense):
+        # the copied dense layers too, not only the generated ones: every one trains
+        assert all(not p.is_inference() and p.requires_grad for p in net.parameters())
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        before = [p.detach().clone() for p in net.parameters()]
+        net(torch.randn(2, 1, 28, 28)).square().mean().backward()
+        opt.step()
+        assert all(not torch.equal(a, p.detach()) for a, p in zip(before, net.parameters()))
+
+
 def test_device_and_dtype_arguments_like_nn_linear():
     layer = ADNTNLinear(20, 10, bond_dim=2, device="cpu", dtype=torch.float64)
     assert {p.dtype for p in layer.parameters()} == {torch.float64}

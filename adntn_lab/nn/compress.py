@@ -18,7 +18,7 @@ from ..resources import ResourceLimitError
 from .attention import ADNTNMultiheadAttention
 from .conv import CONV_TYPES
 from .conv1d import ADNTNConv1D, conv1d_class
-from .linear import ADNTNLinear, GeneratedLayer
+from .linear import ADNTNLinear, GeneratedLayer, outside_inference_mode
 
 __all__ = ["CompressionSummary", "adntn_layers", "compress_model", "format_summary",
            "generated_modules", "module_names"]
@@ -144,6 +144,8 @@ def _check_patterns(what: str, patterns, rows: list[str], supported: list[str]) 
     )
 
 
+# built outside inference mode: the copy's parameters must stay trainable
+@outside_inference_mode
 def compress_model(model: nn.Module, topology: str = "ttn", *, include=None, exclude=None,
                    min_params: int = 1024, fit_steps: int = 0, lr: float = 0.02,
                    verbose: bool = False, **build_options) -> nn.Module:

@@ -24,7 +24,7 @@ from .attention import ADNTNMultiheadAttention
 from .compress import GENERATED_TYPES, generated_modules, module_names
 from .conv import ADNTNConv1d, ADNTNConv2d, ADNTNConv3d
 from .conv1d import ADNTNConv1D, conv1d_class
-from .linear import ADNTNLinear
+from .linear import ADNTNLinear, outside_inference_mode
 
 __all__ = ["FORMAT", "decompress_model", "load_compressed", "read_header", "save_compressed"]
 
@@ -33,6 +33,7 @@ FORMAT = "adntn-compressed/1"
 
 
 # ---------------------------------------------------------------------- dense copies
+@outside_inference_mode
 def decompress_model(model: nn.Module) -> nn.Module:
     """Return a copy of ``model`` with every generated layer replaced by its dense
     counterpart (``layer.to_dense()``): nn.Linear, nn.Conv2d, transformers' Conv1D or
