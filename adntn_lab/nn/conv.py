@@ -70,9 +70,9 @@ def _explicit_padding(padding, kernel_size, dilation) -> list[int]:
 class _GeneratedConv(GeneratedLayer):
     """A torch convolution over ``_ndim`` spatial axes with a generated kernel."""
 
-    _ndim: int
+    _ndim: int  # set by each subclass, with the torch module and function it mirrors
     _dense: type[nn.Module]
-    _conv = staticmethod(F.conv2d)
+    _conv: staticmethod
 
     @outside_inference_mode
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
